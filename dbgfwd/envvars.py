@@ -1,0 +1,23 @@
+"""Every environment variable dbgfwd reads, in one place (listed in `dbgfwd --help`)."""
+
+from __future__ import annotations
+
+WORKSPACE = "DBGFWD_WORKSPACE"  # workspace folder (default: current directory)
+PROVIDER = "DBGFWD_PROVIDER"  # default provider for attach/ls
+BASE_PORT = "DBGFWD_BASE_PORT"  # remote debugpy base port (default 5678)
+RUNTIME_DIR = "DBGFWD_RUNTIME_DIR"  # where rank markers live (default /tmp/dbgfwd-<uid>)
+DEBUG = "DBGFWD_DEBUG"  # "1": show tracebacks, like --debug
+NO_COLOR = "NO_COLOR"  # any value: no colour
+
+ALL = {
+    WORKSPACE: "workspace folder holding .dbgfwd/ and .vscode/ (default: current directory)",
+    PROVIDER: "provider used when --provider is not given",
+    BASE_PORT: "remote debugpy base port (default 5678)",
+    RUNTIME_DIR: "directory for rank readiness markers (default /tmp/dbgfwd-<uid>)",
+    DEBUG: "set to 1 to print tracebacks (same as --debug)",
+    NO_COLOR: "disable colour output",
+}
+
+
+def help_text() -> str:
+    return "\n".join(f"{k}: {v}" for k, v in ALL.items())
