@@ -1,0 +1,189 @@
+"""One cluster connection: kubeconfig, namespace, pod list/watch, and API errors as DbgfwdErrors.
+
+Pods are handled as the plain JSON dicts the API server returns (no model objects: decoding 64 pods
+into generated models costs more than the request, and dicts are what `spec` works on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from dbgfwd.errors import (AuthError, BadFileError, DbgfwdError, NotFoundError, UnreachableError,
+                           UsageError)
+
+log = logging.getLogger("dbgfwd.providers.kubernetes")
+
+LOGIN_HINT = ("log in again (`oc login` on OpenShift; `kubectl` with a refreshed token, e.g. "
+              "`aws eks update-kubeconfig` or `gcloud container clusters get-credentials`)")
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    server: str
+    context: str
+    namespace: str
+
+    def where(self) -> str:
+        return f"namespace {self.namespace} (context {self.context or '-'}, {self.server})"
+
+
+def status_message(body: Any) -> str:
+    """The `message` of a Kubernetes Status JSON body, else the body's first line."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    text = str(body or "").strip()
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and data.get("message"):
+            return str(data["message"])
+    except ValueError:
+        pass
+    return text.splitlines()[0][:300] if text else ""
+
+
+def http_error(status: int, body: Any, what: str, ref: ClusterRef, rbac: str) -> DbgfwdError:
+    """The DbgfwdError for an HTTP error answer to `what` (e.g. "list pods")."""
+    msg = status_message(body)
+    if status == 401:
+        return AuthError(f"{ref.server} rejected the credentials of context {ref.context or '-'} "
+                         f"(401 Unauthorized): the token has expired or is invalid", hint=LOGIN_HINT)
+    if status == 403:
+        return AuthError(f"forbidden to {what} in namespace {ref.namespace}: {msg or '403 Forbidden'}",
+                         hint=f"ask a cluster admin for RBAC {rbac} in namespace {ref.namespace} "
+                              f"(check with `kubectl auth can-i`)")
+    if status == 404:
+        return NotFoundError(f"{what}: not found in {ref.where()}: {msg}",
+                             hint="check the name and --namespace/--context")
+    return UnreachableError(f"{what} failed in {ref.where()}: HTTP {status} {msg}".rstrip(),
+                            hint="check the API server's health, then retry")
+
+
+class Cluster:
+    """The kubernetes client's Configuration plus the namespace, loaded the way kubectl does."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None,
+                 namespace: str | None = None, request_timeout: float = 15.0):
+        from kubernetes import client, config
+
+        self.configuration = client.Configuration()
+        self.request_timeout = request_timeout
+        ctx_namespace, ctx_name = self._load(config, kubeconfig, context)
+        self.ref = ClusterRef(server=self.configuration.host, context=ctx_name,
+                              namespace=namespace or ctx_namespace or "default")
+        self.api = client.CoreV1Api(client.ApiClient(self.configuration))
+
+    def _load(self, config, kubeconfig: str | None, context: str | None) -> tuple[str | None, str]:
+        path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        first = path.split(os.pathsep)[0]
+        if not kubeconfig and not any(os.path.exists(p) for p in path.split(os.pathsep)):
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config(client_configuration=self.configuration)
+                ns_file = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+                try:
+                    with open(ns_file) as fh:
+                        return fh.read().strip(), "in-cluster"
+                except OSError:
+                    return None, "in-cluster"
+            raise NotFoundError(f"no kubeconfig found at {path}",
+                                hint="pass --kubeconfig, set KUBECONFIG, or log in (`oc login`, "
+                                     "`kubectl config use-context`)")
+        if kubeconfig and not os.path.exists(kubeconfig):
+            raise NotFoundError(f"kubeconfig {kubeconfig} does not exist", hint="check --kubeconfig")
+        try:
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        except config.ConfigException as exc:
+            raise BadFileError(first, f"not a usable kubeconfig ({exc})",
+                               hint="check the file, or pass another with --kubeconfig") from None
+        except Exception as exc:  # yaml errors and friends
+            raise BadFileError(first, f"does not parse as a kubeconfig ({type(exc).__name__})",
+                               hint="check the file, or pass another with --kubeconfig") from None
+        chosen = active
+        if context:
+            chosen = next((c for c in contexts or () if c.get("name") == context), None)
+            if chosen is None:
+                names = ", ".join(c.get("name", "?") for c in contexts or ()) or "none"
+                raise UsageError(f"context {context!r} is not in the kubeconfig (contexts: {names})",
+                                 hint="pick one from `kubectl config get-contexts`")
+        if not chosen:
+            raise BadFileError(first, "has no current context", hint="pass --context")
+        try:
+            config.load_kube_config(config_file=kubeconfig, context=chosen["name"],
+                                    client_configuration=self.configuration, persist_config=False)
+        except config.ConfigException as exc:
+            raise BadFileError(first, f"context {chosen['name']}: {exc}",
+                               hint="check the context's cluster and user entries") from None
+        return (chosen.get("context") or {}).get("namespace"), chosen["name"]
+
+    # ---- REST ----
+
+    def list_pods(self, label_selector: str | None = None,
+                  field_selector: str | None = None) -> tuple[list[dict], str]:
+        """(pods, resourceVersion) in the namespace."""
+        data = self._get(lambda: self.api.list_namespaced_pod(
+            self.ref.namespace, label_selector=label_selector, field_selector=field_selector,
+            _preload_content=False, _request_timeout=self.request_timeout))
+        return list(data.get("items") or ()), str((data.get("metadata") or {}).get("resourceVersion", ""))
+
+    def watch_pods(self, label_selector: str | None, resource_version: str,
+                   timeout_seconds: int = 300) -> Iterator[tuple[str, dict]]:
+        """(type, pod) events until the server ends the watch. Raises DbgfwdError on HTTP errors."""
+        resp = self._call(lambda: self.api.list_namespaced_pod(
+            self.ref.namespace, label_selector=label_selector, watch=True,
+            resource_version=resource_version or None, timeout_seconds=timeout_seconds,
+            allow_watch_bookmarks=True, _preload_content=False,
+            _request_timeout=(self.request_timeout, timeout_seconds + 30)))
+        self._watch_resp = resp
+        try:
+            buf = b""
+            for chunk in resp.stream(65536, decode_content=False):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        event = json.loads(line)
+                        if event.get("type") == "ERROR":
+                            obj = event.get("object") or {}
+                            raise http_error(int(obj.get("code") or 500), json.dumps(obj), "watch pods",
+                                             self.ref, "`watch` on pods")
+                        yield event.get("type", ""), event.get("object") or {}
+        finally:
+            resp.release_conn()
+
+    def stop_watch(self) -> None:
+        resp = getattr(self, "_watch_resp", None)
+        if resp is not None:
+            try:
+                resp.shutdown()
+            except Exception:
+                try:
+                    resp.close()
+                except Exception:
+                    pass
+
+    def _get(self, call) -> dict:
+        resp = self._call(call)
+        try:
+            return json.loads(resp.data)
+        except ValueError:
+            raise UnreachableError(f"{self.ref.server} answered with something that is not JSON",
+                                   hint="check that --kubeconfig points at a Kubernetes API server") from None
+
+    def _call(self, call):
+        from kubernetes.client.exceptions import ApiException
+        import urllib3
+
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status in (0, None):
+                raise UnreachableError(f"cannot reach {self.ref.server}: {exc.reason}",
+                                       hint="check the network/VPN and the kubeconfig server") from None
+            raise http_error(exc.status, exc.body, "list pods", self.ref, "`list` and `watch` on pods") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise UnreachableError(f"cannot reach {self.ref.server}: {type(reason).__name__}",
+                                   hint="check the network/VPN and the kubeconfig server") from None

@@ -1,0 +1,94 @@
+"""Run a command in a pod through the exec websocket (v4: 1 stdout, 2 stderr, 3 status JSON).
+
+Used only for out-of-band readiness (rank markers, /proc/net/tcp), never to touch a debug port.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import select
+import time
+from dataclasses import dataclass
+
+from dbgfwd.errors import UpstreamError
+from dbgfwd.providers.kubernetes.cluster import Cluster
+from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws
+
+STDOUT, STDERR, STATUS = 1, 2, 3
+MAX_OUTPUT = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    stdout: str
+    stderr: str
+    status: dict  # the Status object from channel 3 ({} when the server sent none)
+
+    @property
+    def ok(self) -> bool:
+        return self.status.get("status") == "Success"
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.ok:
+            return 0
+        for cause in (self.status.get("details") or {}).get("causes") or ():
+            if cause.get("reason") == "ExitCode":
+                try:
+                    return int(cause.get("message"))
+                except (TypeError, ValueError):
+                    return None
+        return None
+
+
+def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
+        timeout: float = 10.0) -> ExecResult:
+    """Run `command` (argv, no shell unless you pass one) and collect its output.
+
+    Raises UpstreamError as `wsconnect.open_ws` does, and (retryable) on timeout.
+    """
+    import websocket
+
+    query = [("command", c) for c in command] + [("stdout", "true"), ("stderr", "true")]
+    if container:
+        query.append(("container", container))
+    ws = open_ws(cluster, pod, "exec", query, timeout, "exec into", "`create` (and `get`) on pods/exec")
+    b64 = ws.subprotocol == V4_BASE64
+    out = {STDOUT: bytearray(), STDERR: bytearray(), STATUS: bytearray()}
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise UpstreamError(f"exec in pod {pod} did not finish within {timeout:.0f}s", retryable=True)
+            sock = ws.sock
+            if sock is None:
+                break
+            if not (hasattr(sock, "pending") and sock.pending()):
+                r, _, _ = select.select([sock], [], [], left)
+                if not r:
+                    continue
+            try:
+                opcode, frame = ws.recv_data_frame(False)
+            except (websocket.WebSocketException, OSError):
+                break
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            data = frame.data
+            if not data:
+                continue
+            channel, payload = (data[0] - 0x30, base64.b64decode(data[1:])) if b64 else (data[0], data[1:])
+            if channel in out and len(out[channel]) < MAX_OUTPUT:
+                out[channel] += payload
+    finally:
+        try:
+            ws.close(timeout=1)
+        except Exception:
+            ws.shutdown()
+    try:
+        status = json.loads(bytes(out[STATUS]) or b"{}")
+    except ValueError:
+        status = {"status": "Failure", "message": bytes(out[STATUS]).decode("utf-8", "replace")}
+    return ExecResult(out[STDOUT].decode("utf-8", "replace"), out[STDERR].decode("utf-8", "replace"),
+                      status if isinstance(status, dict) else {})

@@ -1,0 +1,210 @@
+"""The v4 port-forward channel protocol, as a socket-like Stream the engine pumps directly.
+
+One websocket per stream, one port per websocket: data on channel 0, errors on channel 1. The
+server first sends each channel's port as a little-endian uint16; those prefixes are consumed here.
+The stream reads the websocket in the engine's own recv thread and writes frames from its sendall
+thread, so no socketpair and no pump threads sit in between (see bench/bench_k8s.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import select
+import socket
+import struct
+import threading
+import time
+
+from dbgfwd.errors import UpstreamError
+from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
+
+log = logging.getLogger("dbgfwd.providers.kubernetes")
+
+DATA, ERROR = 0, 1
+# How long open() waits for a first data or error frame after the prefixes, so a refused connect
+# in the pod becomes a retryable error instead of a connection that closes at once. debugpy talks
+# first (output events), so a live rank ends the wait immediately.
+FIRST_FRAME_GRACE = 0.25
+
+
+class PortForwardStream:
+    """A byte stream to one port of one pod over a v4 portforward websocket."""
+
+    def __init__(self, ws, port: int, pod: str):
+        self._ws = ws
+        self.port = port
+        self.pod = pod
+        self._b64 = ws.subprotocol == V4_BASE64
+        self._buf = b""
+        self._prefixes: set[int] = set()
+        self.error: str | None = None
+        self._closed = False
+        self._eof = False
+        self._close_lock = threading.Lock()
+        self.last_activity = time.monotonic()
+
+    # ---- opening ----
+
+    def wait_ready(self, timeout: float, grace: float = FIRST_FRAME_GRACE) -> None:
+        """Consume the port prefixes, then wait up to `grace` for a first frame; raise on an error."""
+        deadline = time.monotonic() + timeout
+        grace_end = None
+        while not self._eof and not self._buf and self.error is None:
+            now = time.monotonic()
+            if len(self._prefixes) == 2:
+                grace_end = grace_end or now + grace
+                if now >= grace_end:
+                    break
+                wait = grace_end - now
+            else:
+                if now >= deadline:
+                    self.close()
+                    raise UpstreamError(f"pod {self.pod}: no port-forward answer for port {self.port} "
+                                        f"within {timeout:.0f}s", retryable=True)
+                wait = deadline - now
+            if not self._readable(wait):
+                continue
+            self._read_frame()
+        if self.error is not None:
+            self.close()
+            raise UpstreamError(f"pod {self.pod} port {self.port}: {self.error}",
+                                hint="nothing listens there yet; the rank may still be starting",
+                                retryable=True)
+        if self._eof and not self._buf:
+            self.close()
+            raise UpstreamError(f"pod {self.pod}: port-forward to port {self.port} closed at once",
+                                retryable=True)
+
+    def _readable(self, wait: float) -> bool:
+        sock = self._ws.sock
+        if sock is None:
+            self._eof = True
+            return False
+        if hasattr(sock, "pending") and sock.pending():
+            return True
+        try:
+            r, _, _ = select.select([sock], [], [], max(wait, 0))
+        except (OSError, ValueError):
+            self._eof = True
+            return False
+        return bool(r)
+
+    # ---- frames ----
+
+    def _read_frame(self) -> None:
+        """Read one websocket message and file it (data -> buffer, error -> self.error)."""
+        import websocket
+
+        try:
+            opcode, frame = self._ws.recv_data_frame(False)
+        except (websocket.WebSocketException, OSError, AttributeError, ValueError):
+            self._eof = True
+            return
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            self._eof = True
+            return
+        payload = frame.data
+        if self._b64:
+            if not payload:
+                return
+            channel, payload = payload[0] - 0x30, base64.b64decode(payload[1:])
+        else:
+            if not payload:
+                return
+            channel, payload = payload[0], payload[1:]
+        self.last_activity = time.monotonic()
+        if channel not in self._prefixes:
+            if len(payload) != 2:
+                self.error = f"protocol error: channel {channel} opened without a port prefix"
+                self._eof = True
+                return
+            (port,) = struct.unpack("<H", payload)
+            if port != self.port:
+                self.error = f"protocol error: channel {channel} is for port {port}, not {self.port}"
+                self._eof = True
+                return
+            self._prefixes.add(channel)
+            return
+        if channel == DATA:
+            self._buf += payload
+        elif channel == ERROR:
+            text = payload.decode("utf-8", "replace").strip()
+            if text:
+                self.error = (self.error + "; " if self.error else "") + text
+                log.info("pod %s port %d: %s", self.pod, self.port, text)
+                self._eof = True  # the kubelet closes after an error; do not wait for it
+
+    # ---- Stream interface ----
+
+    def recv(self, n: int) -> bytes:
+        while not self._buf:
+            if self._eof or self._closed:
+                return b""
+            self._read_frame()
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def sendall(self, data: bytes) -> None:
+        import websocket
+
+        if self._closed or self._eof:
+            raise BrokenPipeError(f"port-forward to pod {self.pod} is closed")
+        try:
+            if self._b64:
+                self._ws.send(b"0" + base64.b64encode(data), opcode=websocket.ABNF.OPCODE_TEXT)
+            else:
+                self._ws.send(b"\x00" + bytes(data), opcode=websocket.ABNF.OPCODE_BINARY)
+        except (websocket.WebSocketException, OSError, AttributeError) as exc:
+            self._eof = True
+            raise BrokenPipeError(f"port-forward to pod {self.pod} broke: {type(exc).__name__}") from None
+        self.last_activity = time.monotonic()
+
+    def ping(self) -> None:
+        """A websocket ping, so idle streams (a rank at a breakpoint) survive idle timeouts."""
+        if self._closed or self._eof:
+            return
+        try:
+            self._ws.ping(b"dbgfwd")
+        except Exception:
+            self._eof = True
+
+    def shutdown(self, how: int) -> None:
+        # The protocol has no half-close: a finished writer ends the whole stream. A close frame
+        # lets the server flush and close; readers see EOF when its close frame comes back.
+        if how in (socket.SHUT_WR, socket.SHUT_RDWR):
+            try:
+                self._ws.send_close()
+            except Exception:
+                pass
+        if how in (socket.SHUT_RD, socket.SHUT_RDWR):
+            self._abort()
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._ws.send_close()
+        except Exception:
+            pass
+        self._abort()
+
+    def _abort(self) -> None:
+        self._eof = True
+        sock = self._ws.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._closed:
+            try:
+                self._ws.shutdown()
+            except Exception:
+                pass
+
+    @property
+    def alive(self) -> bool:
+        return not (self._closed or self._eof)
