@@ -1,0 +1,412 @@
+"""A strict wire-level Kubernetes API server + kubelet for tests (no real one can run here).
+
+Speaks what the kubernetes python client and dbgfwd use, written to shared/PROTOCOLS.md:
+* `GET /api/v1/namespaces[/NS]`, `GET /api/v1/namespaces/NS/pods[/NAME]` with labelSelector,
+  fieldSelector (metadata.name, metadata.namespace, status.phase, spec.nodeName), and `watch=true`
+  (chunked JSON lines from a resourceVersion; 410 when it is too old).
+* `pods/NAME/portforward`: websocket, `v4.channel.k8s.io` / `v4.base64.channel.k8s.io` only; the
+  server sends each channel's port prefix, dials the pod once per port per websocket, writes
+  kubelet-style text on the error channel when that fails and then closes.
+* `pods/NAME/exec`: websocket, channels 1/2 output and a Status JSON on 3.
+* Bearer-token auth (401 Status JSON) and an RBAC switch (403 Status JSON naming verb/resource).
+Behind it, pods are network namespaces running real processes (tests/support/k8s_pods.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from tests.support import k8s_stream
+from tests.support.k8s_pods import PodRuntime
+
+FIELDS = {"metadata.name", "metadata.namespace", "status.phase", "spec.nodeName"}
+
+
+def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+class ApiFailure(Exception):
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.body = status_body(code, reason, message, details)
+        self.code = code
+
+
+# ---- selectors (the apimachinery grammar, strictly) ----
+
+_REQ = re.compile(r"^\s*(!?)([A-Za-z0-9./_-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*)|"
+                  r"\s+(in|notin)\s+\(([^)]*)\))?\s*$")
+
+
+def _split_selector(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
+def label_matcher(text: str | None):
+    reqs = []
+    for part in _split_selector(text or ""):
+        m = _REQ.match(part)
+        if not m or (m.group(1) and (m.group(3) or m.group(5))):
+            raise ApiFailure(400, "BadRequest", f"unable to parse requirement: {part!r}")
+        neg, key, op, value, setop, values = m.groups()
+        reqs.append((neg, key, op or setop, value, [v.strip() for v in (values or "").split(",")]))
+
+    def match(lab: dict) -> bool:
+        for neg, key, op, value, values in reqs:
+            if op in ("=", "=="):
+                ok = lab.get(key) == value
+            elif op == "!=":
+                ok = lab.get(key) != value
+            elif op == "in":
+                ok = lab.get(key) in values
+            elif op == "notin":
+                ok = lab.get(key) not in values
+            else:
+                ok = (key in lab) != bool(neg)
+            if not ok:
+                return False
+        return True
+    return match
+
+
+def field_matcher(text: str | None):
+    reqs = []
+    for part in _split_selector(text or ""):
+        m = re.match(r"^\s*([a-zA-Z.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
+        if not m:
+            raise ApiFailure(400, "BadRequest", f"invalid field selector: {part!r}")
+        if m.group(1) not in FIELDS:
+            raise ApiFailure(400, "BadRequest", f'"{m.group(1)}" is not a known field selector: '
+                             f"only {', '.join(sorted(FIELDS))}")
+        reqs.append(m.groups())
+
+    def value(pod: dict, path: str) -> str:
+        cur = pod
+        for piece in path.split("."):
+            cur = (cur or {}).get(piece) if isinstance(cur, dict) else None
+        return "" if cur is None else str(cur)
+
+    def match(pod: dict) -> bool:
+        return all((value(pod, f) == v) == (op != "!=") for f, op, v in reqs)
+    return match
+
+
+@dataclass
+class Pod:
+    obj: dict
+    runtime: PodRuntime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.obj["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.obj["metadata"]["namespace"]
+
+
+@dataclass
+class Stats:
+    portforward: dict = field(default_factory=dict)  # pod -> websockets opened
+    exec: dict = field(default_factory=dict)
+    pings: int = 0
+    violations: list = field(default_factory=list)
+
+
+class K8sServer:
+    """Start with `with K8sServer() as srv:`; add pods with add_pod(); kubeconfig() writes a config."""
+
+    def __init__(self, token: str = "test-token-5f3a", root: Path | None = None):
+        self.token = token
+        self.root = Path(root or tempfile.mkdtemp(prefix="dbgfwd-k8s-", dir="/var/tmp"))
+        self.namespaces = {"default"}
+        self.denied: set[tuple[str, str]] = set()  # (verb, resource) the test user may not do
+        self.pods: dict[tuple[str, str], Pod] = {}
+        self.events: list[tuple[int, str, dict]] = []  # (resourceVersion, type, pod snapshot)
+        self.oldest_rv = 1
+        self.rv = 1
+        self.cond = threading.Condition()
+        self.streams: list = []  # live portforward ServerWebSockets
+        self.stats = Stats()
+        self.user = "system:serviceaccount:test:dev"
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.stopped = False
+
+    def __enter__(self) -> "K8sServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopped = True
+        with self.cond:
+            self.cond.notify_all()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.kill_streams()
+        for pod in list(self.pods.values()):
+            if pod.runtime:
+                pod.runtime.stop()
+
+    def kubeconfig(self, path: Path, namespace: str | None = None, token: str | None = None,
+                   context: str = "test") -> Path:
+        ctx: dict = {"cluster": "test", "user": "dev"}
+        if namespace:
+            ctx["namespace"] = namespace
+        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": context,
+               "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+               "users": [{"name": "dev", "user": {"token": token or self.token}}],
+               "contexts": [{"name": context, "context": ctx}]}
+        path.write_text(json.dumps(cfg))  # JSON is YAML
+        return path
+
+    # ---- pods ----
+
+    def _record(self, kind: str, pod: Pod) -> None:
+        with self.cond:
+            self.rv += 1
+            pod.obj["metadata"]["resourceVersion"] = str(self.rv)
+            self.events.append((self.rv, kind, json.loads(json.dumps(pod.obj))))
+            self.cond.notify_all()
+
+    def add_pod(self, name: str, namespace: str = "default", labels: dict | None = None,
+                annotations: dict | None = None, env: dict | None = None, command: list[str] | None = None,
+                working_dir: str | None = None, container: str = "main", start: bool = True,
+                owner: tuple[str, str] | None = None) -> Pod:
+        self.namespaces.add(namespace)
+        cont = {"name": container, "image": "python:3.11", "command": command or ["sleep", "infinity"],
+                "env": [{"name": k, "value": str(v)} for k, v in (env or {}).items()]}
+        if working_dir:
+            cont["workingDir"] = working_dir
+        meta = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "labels": dict(labels or {}), "annotations": dict(annotations or {})}
+        if owner:
+            meta["ownerReferences"] = [{"apiVersion": "v1", "kind": owner[0], "name": owner[1],
+                                        "uid": str(uuid.uuid4()), "controller": True}]
+        obj = {"kind": "Pod", "apiVersion": "v1", "metadata": meta,
+               "spec": {"containers": [cont], "nodeName": "node-1"},
+               "status": {"phase": "Pending"}}
+        pod = Pod(obj)
+        self.pods[(namespace, name)] = pod
+        self._record("ADDED", pod)
+        if start:
+            self.start_pod(name, namespace)
+        return pod
+
+    def start_pod(self, name: str, namespace: str = "default") -> Pod:
+        pod = self.pods[(namespace, name)]
+        cont = pod.obj["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in cont.get("env", [])}
+        pod.runtime = PodRuntime(self.root, name, env, cont["command"], cont.get("workingDir", "/"))
+        pod.runtime.start()
+        pod.obj["status"] = {"phase": "Running", "podIP": f"10.0.0.{len(self.pods) % 250 + 1}",
+                             "conditions": [{"type": "Ready", "status": "True"}]}
+        self._record("MODIFIED", pod)
+        return pod
+
+    def delete_pod(self, name: str, namespace: str = "default") -> None:
+        pod = self.pods[(namespace, name)]
+        pod.obj["metadata"]["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._record("MODIFIED", pod)
+        if pod.runtime:
+            pod.runtime.stop()
+        del self.pods[(namespace, name)]
+        self._record("DELETED", pod)
+
+    def kill_streams(self) -> int:
+        """Cut every live port-forward websocket without a close frame; returns how many."""
+        with self.cond:
+            streams, self.streams = list(self.streams), []
+        for ws in streams:
+            ws.kill()
+        return len(streams)
+
+    def deny(self, verb: str, resource: str) -> None:
+        self.denied.add((verb, resource))
+
+    # ---- API ----
+
+    def authorize(self, verb: str, resource: str, ns: str, name: str | None = None) -> None:
+        if (verb, resource) in self.denied:
+            base, _, sub = resource.partition("/")
+            what = f'{base} "{name}"' if name else base
+            raise ApiFailure(403, "Forbidden", f'{what} is forbidden: User "{self.user}" cannot {verb} '
+                             f'resource "{resource}" in API group "" in the namespace "{ns}"',
+                             {"name": name, "kind": base})
+
+    def list_pods(self, ns: str, query: dict) -> dict:
+        lab, fld = label_matcher(query.get("labelSelector")), field_matcher(query.get("fieldSelector"))
+        with self.cond:
+            items = [json.loads(json.dumps(p.obj)) for p in self.pods.values()
+                     if p.namespace == ns and lab(p.obj["metadata"].get("labels", {})) and fld(p.obj)]
+            rv = self.rv
+        return {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)},
+                "items": sorted(items, key=lambda p: p["metadata"]["name"])}
+
+
+def _handler(server: K8sServer):
+    return type("Handler", (ApiHandler,), {"srv": server})
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    srv: K8sServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _json(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # exec and portforward accept POST on the real server too
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        try:
+            self._route()
+        except ApiFailure as exc:
+            self._json(exc.code, exc.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _route(self) -> None:
+        url = urlparse(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        multi = parse_qs(url.query, keep_blank_values=True)
+        auth = self.headers.get("Authorization") or ""
+        if auth != f"Bearer {self.srv.token}":
+            raise ApiFailure(401, "Unauthorized", "Unauthorized")
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        if parts == ["version"]:
+            return self._json(200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-dbgfwd-test"})
+        if parts[:2] != ["api", "v1"] or len(parts) < 3 or parts[2] != "namespaces":
+            raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
+        rest = parts[3:]
+        if not rest:
+            self.srv.authorize("list", "namespaces", "")
+            return self._json(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
+                                    "items": [{"metadata": {"name": n}} for n in sorted(self.srv.namespaces)]})
+        ns = rest[0]
+        if len(rest) == 1:
+            self.srv.authorize("get", "namespaces", ns, ns)
+            if ns not in self.srv.namespaces:
+                raise ApiFailure(404, "NotFound", f'namespaces "{ns}" not found')
+            return self._json(200, {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns},
+                                    "status": {"phase": "Active"}})
+        if rest[1] != "pods" or len(rest) > 4:
+            raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
+        if len(rest) == 2:
+            if query.get("watch") in ("true", "1"):
+                self.srv.authorize("watch", "pods", ns)
+                return self._watch(ns, query)
+            self.srv.authorize("list", "pods", ns)
+            return self._json(200, self.srv.list_pods(ns, query))
+        name = rest[2]
+        pod = self.srv.pods.get((ns, name))
+        if len(rest) == 3:
+            self.srv.authorize("get", "pods", ns, name)
+            if pod is None:
+                raise ApiFailure(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+            return self._json(200, pod.obj)
+        sub = rest[3]
+        if sub not in ("portforward", "exec"):
+            raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
+        self.srv.authorize("get", f"pods/{sub}", ns, name)
+        self.srv.authorize("create", f"pods/{sub}", ns, name)
+        if pod is None:
+            raise ApiFailure(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        if pod.obj["status"].get("phase") != "Running" or pod.runtime is None:
+            raise ApiFailure(400, "BadRequest", f"pod {name} is not running (phase "
+                             f"{pod.obj['status'].get('phase')}): unable to upgrade connection")
+        if sub == "portforward":
+            return k8s_stream.portforward(self, pod, multi)
+        return k8s_stream.exec_(self, pod, multi)
+
+    def _watch(self, ns: str, query: dict) -> None:
+        lab, fld = label_matcher(query.get("labelSelector")), field_matcher(query.get("fieldSelector"))
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        since = query.get("resourceVersion") or ""
+        srv = self.srv
+        with srv.cond:
+            if since and since != "0" and int(since) < srv.oldest_rv - 1:
+                expired = True
+            else:
+                expired = False
+                if since in ("", "0"):
+                    backlog = [(srv.rv, "ADDED", json.loads(json.dumps(p.obj))) for p in srv.pods.values()
+                               if p.namespace == ns]
+                    cursor = srv.rv
+                else:
+                    backlog, cursor = [], int(since)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if expired:
+            self._chunk({"type": "ERROR", "object": status_body(410, "Expired", "too old resource version")})
+            return self._chunk_end()
+        end = time.monotonic() + timeout
+        try:
+            for _, kind, obj in backlog:
+                if lab(obj["metadata"].get("labels", {})) and fld(obj):
+                    self._chunk({"type": kind, "object": obj})
+            while time.monotonic() < end and not srv.stopped:
+                with srv.cond:
+                    fresh = [e for e in srv.events if e[0] > cursor]
+                    if not fresh:
+                        srv.cond.wait(min(1.0, max(end - time.monotonic(), 0.01)))
+                        continue
+                cursor = fresh[-1][0]
+                for _, kind, obj in fresh:
+                    if obj["metadata"]["namespace"] == ns and lab(obj["metadata"].get("labels", {})) and fld(obj):
+                        self._chunk({"type": kind, "object": obj})
+            self._chunk_end()
+        except OSError:
+            self.close_connection = True
+
+    def _chunk(self, event: dict) -> None:
+        data = json.dumps(event).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _chunk_end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
