@@ -41,6 +41,7 @@ class PortForwardStream:
         self.error: str | None = None
         self._closed = False
         self._eof = False
+        self._cut = False  # the transport ended without a close frame (or after an error)
         self._close_lock = threading.Lock()
         self.last_activity = time.monotonic()
 
@@ -100,6 +101,7 @@ class PortForwardStream:
             opcode, frame = self._ws.recv_data_frame(False)
         except (websocket.WebSocketException, OSError, AttributeError, ValueError):
             self._eof = True
+            self._cut = not self._closed
             return
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             self._eof = True
@@ -133,13 +135,18 @@ class PortForwardStream:
             if text:
                 self.error = (self.error + "; " if self.error else "") + text
                 log.info("pod %s port %d: %s", self.pod, self.port, text)
-                self._eof = True  # the kubelet closes after an error; do not wait for it
+                self._eof = self._cut = True  # the kubelet closes after an error; do not wait for it
 
     # ---- Stream interface ----
 
     def recv(self, n: int) -> bytes:
         while not self._buf:
             if self._eof or self._closed:
+                if self._cut and not self._closed:
+                    # A cut is not an end: the relay must close the client, not half-close it,
+                    # so a debugger never mistakes a truncated stream for a finished one.
+                    raise ConnectionResetError(f"port-forward to pod {self.pod} was cut"
+                                               + (f": {self.error}" if self.error else ""))
                 return b""
             self._read_frame()
         out, self._buf = self._buf[:n], self._buf[n:]
