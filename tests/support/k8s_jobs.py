@@ -83,3 +83,20 @@ def echo_pod(srv: K8sServer, name: str, namespace: str = "default", port: int = 
     script.write_text(ECHO)
     return srv.add_pod(name, namespace, labels={"app": "echo"}, env={"PYTHONPATH": REPO},
                        command=[sys.executable, str(script), str(port)], working_dir=str(script.parent))
+
+
+def wait_listening(pod, port: int, timeout: float = 30.0) -> None:
+    """Wait until something listens on `port` in the pod, read from its /proc/net/tcp (out of band)."""
+    import time
+
+    from dbgfwd.markers import parse_proc_net_tcp
+
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = pod.runtime.exec(["cat", "/proc/net/tcp"])
+        out, _ = proc.communicate(timeout=10)
+        if any(p == port for _, p in parse_proc_net_tcp(out.decode())):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing listens on {port} in pod {pod.name}: {pod.runtime.log_text()[-1000:]}")
+        time.sleep(0.1)
