@@ -155,6 +155,7 @@ class K8sServer:
         self.streams: list = []  # live portforward ServerWebSockets
         self.stats = Stats()
         self.user = "system:serviceaccount:test:dev"
+        self.prefer_base64 = False
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

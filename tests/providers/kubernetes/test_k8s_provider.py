@@ -1,0 +1,139 @@
+"""KubernetesProvider against the test apiserver, without the engine: discover, probe, streams."""
+
+import os
+import socket
+import time
+
+import pytest
+
+from dbgfwd.errors import AuthError, ExitCode, NotFoundError, UpstreamError
+from dbgfwd.providers.base import ProviderConfig
+from dbgfwd.providers.kubernetes import KubernetesProvider
+from tests.support import k8s_jobs
+from tests.support.cli import wait_for
+
+KF = "training.kubeflow.org/"
+
+
+def provider(srv, *targets, kubeconfig=None, **options):
+    options.setdefault("kubeconfig", str(kubeconfig or srv.kubeconfig_path))
+    return KubernetesProvider(ProviderConfig(targets=targets, options=options))
+
+
+def roundtrip(stream, payload: bytes) -> bytes:
+    stream.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = stream.recv(65536)
+        assert chunk, f"stream ended after {len(got)} of {len(payload)} bytes"
+        got += chunk
+    return got
+
+
+def test_seed_case_namespace_and_name_prefix(k8s):
+    # `dbgfwd attach --namespace nccl-test ml-dev-env`: the pods of deployment ml-dev-env
+    for suffix in ("abcde", "fghij"):
+        k8s.add_pod(f"ml-dev-env-6f7c9-{suffix}", "nccl-test", labels={"app": "ml", "pod-template-hash": "6f7c9"},
+                    owner=("ReplicaSet", "ml-dev-env-6f7c9"), working_dir="/workspace", start=suffix == "abcde")
+    k8s.add_pod("other-0", "nccl-test", start=False)
+    p = provider(k8s, "ml-dev-env", namespace="nccl-test")
+    found = p.discover()
+    assert "namespace nccl-test" in found.where
+    assert [(t.name, t.running, t.status) for t in found.targets] == [
+        ("ml-dev-env-6f7c9-abcde", True, "Running"), ("ml-dev-env-6f7c9-fghij", False, "Pending")]
+    assert found.targets[0].remote_root == "/workspace"
+    p.close()
+
+
+def test_namespace_defaults_to_the_context_and_not_found_says_where(k8s, tmp_path):
+    k8s.add_pod("train-0", "team-a", start=False)
+    kc = k8s.kubeconfig(tmp_path / "kc-ns", namespace="team-a")
+    assert [t.name for t in provider(k8s, "train-0", kubeconfig=kc).discover().targets] == ["train-0"]
+    with pytest.raises(NotFoundError) as exc:
+        provider(k8s, "pytorchjob/nope", kubeconfig=kc).discover()
+    assert "namespace team-a" in exc.value.message and "-n/--namespace" in exc.value.hint
+
+
+def test_pytorchjob_ranks_from_ranks_per_pod(k8s):
+    for rtype, idx in (("worker", 1), ("master", 0), ("worker", 0)):
+        k8s.add_pod(f"x-{rtype}-{idx}", "ml", labels={KF + "job-name": "x", KF + "replica-type": rtype,
+                                                   KF + "replica-index": str(idx)}, start=False)
+    targets = provider(k8s, "pytorchjob/x", namespace="ml", ranks_per_pod=2).discover().targets
+    assert [(t.name, t.rank_base, [r.rank for r in t.ranks]) for t in targets] == [
+        ("x-master-0", 0, [0, 1]), ("x-worker-0", 2, [2, 3]), ("x-worker-1", 4, [4, 5])]
+
+
+def test_discovery_auth_errors(k8s, tmp_path):
+    k8s.add_pod("p", start=False)
+    bad = k8s.kubeconfig(tmp_path / "kc-bad", token="expired-token")
+    with pytest.raises(AuthError) as exc:
+        provider(k8s, "p", kubeconfig=bad).discover()
+    assert "401" in exc.value.message and "expired" in exc.value.message and "oc login" in exc.value.hint
+    assert "expired-token" not in exc.value.message + exc.value.hint
+    k8s.deny("list", "pods")
+    with pytest.raises(AuthError) as exc:
+        provider(k8s, "p").discover()
+    assert "cannot list" in exc.value.message and "`list`" in exc.value.hint
+    assert exc.value.code == ExitCode.AUTH
+
+
+@pytest.mark.parametrize("base64", [False, True])
+def test_stream_roundtrip_refused_and_pings(k8s, base64):
+    k8s.prefer_base64 = base64
+    pod = k8s_jobs.echo_pod(k8s, "echo-0")
+    p = provider(k8s, "echo-0")
+    target = p.discover().targets[0]
+    k8s_jobs.wait_listening(pod, 7000)
+    stream = p.open_stream(target, 7000, 10)
+    payload = os.urandom(1_000_000)
+    assert roundtrip(stream, payload) == payload
+    p.keepalive()  # pings every live stream
+    assert roundtrip(stream, b"after ping") == b"after ping"
+    stream.close()
+    wait_for(lambda: k8s.stats.pings >= 1, 10, "the ping to reach the server")
+    with pytest.raises(UpstreamError) as exc:
+        p.open_stream(target, 7001, 10)
+    assert exc.value.retryable and "connection refused" in exc.value.message
+    assert k8s.stats.violations == []
+    p.close()
+
+
+def test_stream_forbidden_and_expired(k8s):
+    pod = k8s_jobs.echo_pod(k8s, "echo-0")
+    p = provider(k8s, "echo-0")
+    target = p.discover().targets[0]
+    k8s_jobs.wait_listening(pod, 7000)
+    k8s.deny("create", "pods/portforward")
+    with pytest.raises(UpstreamError) as exc:
+        p.open_stream(target, 7000, 10)
+    assert not exc.value.retryable and exc.value.code == ExitCode.AUTH
+    assert "pods/portforward" in exc.value.message and "`create` on pods/portforward" in exc.value.hint
+    k8s.denied.clear()
+    k8s.token = "rotated"  # the kubeconfig's token is no longer valid
+    with pytest.raises(UpstreamError) as exc:
+        p.open_stream(target, 7000, 10)
+    assert not exc.value.retryable and exc.value.code == ExitCode.AUTH and "expired" in exc.value.message
+    p.close()
+
+
+def test_watch_moves_a_slot_to_the_replacement_pod(k8s):
+    labels = {KF + "job-name": "x", KF + "replica-type": "worker", KF + "replica-index": "0"}
+    script = k8s_jobs.app_dir(k8s) / "echo.py"
+    script.write_text(k8s_jobs.ECHO)
+    cmd = [k8s_jobs.sys.executable, str(script), "7000"]
+    k8s.add_pod("x-worker-0", labels=labels, command=cmd)
+    p = provider(k8s, "pytorchjob/x")
+    target = p.discover().targets[0]
+    k8s.delete_pod("x-worker-0")
+    wait_for(lambda: not p._pod_for(target).running, 10, "the watch to see the deletion")
+    with pytest.raises(UpstreamError) as exc:
+        p.open_stream(target, 7000, 5)
+    assert exc.value.retryable
+    new = k8s.add_pod("x-worker-0-r1", labels=labels, command=cmd)
+    wait_for(lambda: p._pod_for(target).name == "x-worker-0-r1", 10, "the watch to see the new pod")
+    k8s_jobs.wait_listening(new, 7000)
+    stream = p.open_stream(target, 7000, 10)  # the old Target still reaches the slot's new pod
+    assert roundtrip(stream, b"hello") == b"hello"
+    assert k8s.stats.portforward == {"x-worker-0-r1": 1}
+    stream.close()
+    p.close()
