@@ -57,13 +57,14 @@ def ranks_command(program: Path, ranks_per_pod: int, rank_launcher: bool = True)
 
 
 def pytorchjob_pod(srv: K8sServer, job: str, rtype: str, index: int, namespace: str, program: Path,
-                   ranks_per_pod: int, workers: int, start: bool = True, rank_launcher: bool = True):
+                   ranks_per_pod: int, workers: int, start: bool = True, rank_launcher: bool = True,
+                   name: str | None = None, extra_env: dict | None = None):
     node_rank = index if rtype == "master" else index + 1
     labels = {KF + "job-name": job, KF + "replica-type": rtype, KF + "replica-index": str(index),
               KF + "operator-name": "pytorchjob-controller"}
     env = {"RANK": str(node_rank), "WORLD_SIZE": str(workers + 1), "MASTER_ADDR": f"{job}-master-0",
-           "MASTER_PORT": "23456", "PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"}
-    return srv.add_pod(f"{job}-{rtype}-{index}", namespace, labels=labels, env=env,
+           "MASTER_PORT": "23456", "PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    return srv.add_pod(name or f"{job}-{rtype}-{index}", namespace, labels=labels, env=env,
                        command=ranks_command(program, ranks_per_pod, rank_launcher),
                        working_dir=str(program.parent), owner=("PyTorchJob", job), start=start)
 

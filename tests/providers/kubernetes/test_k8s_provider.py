@@ -137,3 +137,24 @@ def test_watch_moves_a_slot_to_the_replacement_pod(k8s):
     assert k8s.stats.portforward == {"x-worker-0-r1": 1}
     stream.close()
     p.close()
+
+
+def test_whole_job_restart_is_one_event(k8s, caplog):
+    def gang(suffix):
+        for i in range(3):
+            k8s.add_pod(f"j-{i}-{suffix}", labels={"batch.kubernetes.io/job-name": "j"},
+                        annotations={"batch.kubernetes.io/job-completion-index": str(i)}, start=False)
+
+    gang("aaaaa")
+    p = provider(k8s, "job/j")
+    before = p.discover().targets
+    for i in range(3):
+        k8s.delete_pod(f"j-{i}-aaaaa")
+    gang("bbbbb")
+    with caplog.at_level("WARNING", logger="dbgfwd.providers.kubernetes"):
+        after = p.discover().targets
+    assert [t.key for t in after] == [t.key for t in before] == ["job/j/0", "job/j/1", "job/j/2"]
+    assert [t.detail["pod"] for t in after] == ["j-0-bbbbb", "j-1-bbbbb", "j-2-bbbbb"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "dbgfwd.providers.kubernetes"]
+    assert lines == ["the whole job was restarted: all 3 pods are new; ports stay the same"]
+    p.close()

@@ -1,0 +1,168 @@
+"""`dbgfwd attach` on a PyTorchJob-shaped pod set, end to end: real CLI, real debugpy, real DAP.
+
+The API server and kubelet are the strict test server (tests/support/k8s_server.py); everything
+else is what users run.
+"""
+
+import json
+import os
+import socket
+import threading
+
+import pytest
+
+from tests.support import cli, k8s_jobs, ranks
+from tests.support.dap import DapClient, DapError, debug_round
+
+REPO = k8s_jobs.REPO
+ENV = {"PYTHONPATH": REPO}
+
+
+def attach(k8s, ws, tmp_path, *args):
+    return cli.Background("attach", *args, "--kubeconfig", str(k8s.kubeconfig_path), "--workspace", str(ws),
+                          log=tmp_path / "attach.log", env=ENV)
+
+
+def pod_of(ws, rank):
+    s = cli.session(ws)
+    key = next(r["target"] for r in s["ranks"] if r["rank"] == rank)
+    t = next(t for t in s["targets"] if t["key"] == key)
+    return t["detail"].get("pod") if t["running"] else None
+
+
+def replace_worker(k8s, job, index, program, gen):
+    k8s.delete_pod(f"{job}-worker-{index}", "ml")
+    k8s_jobs.pytorchjob_pod(k8s, job, "worker", index, "ml", program, 2, 2, name=f"{job}-worker-{index}-r{gen}",
+                            extra_env={"POD_GEN": str(gen)})
+
+
+def test_pytorchjob_attach_all_ranks_and_pod_replacement(k8s, tmp_path, port_block):
+    program = k8s_jobs.pytorchjob(k8s, "x", "ml", workers=2, ranks_per_pod=2)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    base = port_block(6)
+    bg = attach(k8s, ws, tmp_path, "pytorchjob/x", "-n", "ml", "--local-base-port", str(base))
+    try:
+        cli.wait_ready(ws, 90, bg=bg)
+        ports = cli.launch_ports(ws / ".vscode" / "launch.json")
+        assert ports == {r: base + r for r in range(6)}
+        for rank, port in sorted(ports.items()):
+            assert debug_round("127.0.0.1", port, str(program), ranks.BREAK_LINE, "rank") == str(rank)
+        assert k8s.stats.portforward == {"x-master-0": 2, "x-worker-0": 2, "x-worker-1": 2}
+
+        # idle: worker-1 is recreated under a new name for the same replica index
+        replace_worker(k8s, "x", 1, program, gen=2)
+        cli.wait_for(lambda: pod_of(ws, 4) == "x-worker-1-r2", 60, "rank 4 to move to the new pod")
+        cli.wait_ready(ws, 60, ranks="4,5", bg=bg)
+        value = debug_round("127.0.0.1", ports[4], str(program), ranks.BREAK_LINE, "os.environ.get('POD_GEN')")
+        assert value == "'2'"
+
+        # attached: a debugger stopped at a breakpoint on worker-0 when its pod is replaced
+        client = DapClient("127.0.0.1", ports[2], timeout=30)
+        client.attach({str(program): [ranks.BREAK_LINE]})
+        client.wait_stopped(30)
+        replace_worker(k8s, "x", 0, program, gen=3)
+        with pytest.raises((DapError, OSError)):
+            client.request("threads", timeout=30)  # the old pod is gone: the session ends, no hang
+        client.close()
+        cli.wait_for(lambda: pod_of(ws, 2) == "x-worker-0-r3", 60, "rank 2 to move to the new pod")
+        cli.wait_ready(ws, 60, ranks="2,3", bg=bg)
+        value = debug_round("127.0.0.1", ports[2], str(program), ranks.BREAK_LINE, "os.environ.get('POD_GEN')")
+        assert value == "'3'"
+        assert cli.launch_ports(ws / ".vscode" / "launch.json") == ports  # same local ports throughout
+    finally:
+        code = bg.stop()
+    assert code == 0, bg.output()[-2000:]
+    assert k8s.token not in bg.output()
+    assert k8s.stats.violations == []
+
+
+def test_websocket_cut_mid_transfer_no_corruption_and_recovery(k8s, tmp_path, port_block):
+    k8s_jobs.echo_pod(k8s, "echo-0", "ml")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    base = port_block(1)
+    bg = attach(k8s, ws, tmp_path, "echo-0", "-n", "ml", "--ranks-per-pod", "1", "--base-port", "7000",
+                "--local-base-port", str(base), "--no-launch-json")
+    try:
+        cli.wait_ready(ws, 60, bg=bg)
+        payload = os.urandom(32 * 1024 * 1024)
+        sock = socket.create_connection(("127.0.0.1", base), timeout=30)
+        errors = []
+
+        def send():
+            try:
+                for i in range(0, len(payload), 65536):
+                    sock.sendall(payload[i:i + 65536])
+            except OSError as exc:
+                errors.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        got = bytearray()
+        cut = False
+        try:
+            while True:
+                chunk = sock.recv(262144)
+                if not chunk:
+                    break
+                got += chunk
+                if not cut and len(got) > 2 * 1024 * 1024:
+                    cut = k8s.kill_streams() > 0
+        except OSError:
+            pass
+        sock.close()
+        sender.join(30)
+        assert cut and 2 * 1024 * 1024 < len(got) < len(payload)
+        assert bytes(got) == payload[:len(got)]  # a prefix: nothing lost in the middle, nothing garbled
+        # the forward recovers: the next connection on the same local port is a fresh stream
+        with socket.create_connection(("127.0.0.1", base), timeout=30) as again:
+            blob = os.urandom(4 * 1024 * 1024)
+            threading.Thread(target=again.sendall, args=(blob,), daemon=True).start()
+            echoed = bytearray()
+            while len(echoed) < len(blob):
+                chunk = again.recv(262144)
+                assert chunk
+                echoed += chunk
+            assert bytes(echoed) == blob
+    finally:
+        assert bg.stop() == 0, bg.output()[-2000:]
+
+
+def test_auth_failures_exit_codes_and_states(k8s, tmp_path, port_block):
+    k8s_jobs.echo_pod(k8s, "echo-0", "ml")
+    bad = k8s.kubeconfig(tmp_path / "kc-bad", token="stale-oauth-token")
+    res = cli.run("attach", "echo-0", "-n", "ml", "--kubeconfig", str(bad), "--workspace", str(tmp_path), env=ENV)
+    assert res.returncode == 5, res.stderr
+    assert "401" in res.stderr and "expired" in res.stderr and "oc login" in res.stderr
+    assert "stale-oauth-token" not in res.stderr + res.stdout
+    assert not (tmp_path / ".vscode").exists()  # nothing half-written
+
+    k8s.deny("list", "pods")
+    res = cli.run("ls", "echo-0", "-n", "ml", "--kubeconfig", str(k8s.kubeconfig_path), env=ENV)
+    assert res.returncode == 5 and "cannot list" in res.stderr, res.stderr
+    k8s.denied.clear()
+
+    # forbidden port-forward while attached: the rank fails with the RBAC verb named
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    base = port_block(2)
+    bg = attach(k8s, ws, tmp_path, "echo-0", "-n", "ml", "--ranks-per-pod", "2", "--base-port", "7000",
+                "--local-base-port", str(base), "--no-launch-json")
+    try:
+        cli.wait_ready(ws, 60, ranks="0", bg=bg)
+        k8s.deny("create", "pods/portforward")
+        socket.create_connection(("127.0.0.1", base), timeout=10).close()
+        row = cli.wait_for(lambda: next((r for r in cli.session(ws)["ranks"]
+                                         if r["rank"] == 0 and r["state"] == "failed"), None), 30, "rank 0 to fail")
+        assert "pods/portforward" in row["reason"]
+        k8s.denied.clear()
+        k8s.token = "rotated"  # the session's token expires
+        socket.create_connection(("127.0.0.1", base + 1), timeout=10).close()
+        row = cli.wait_for(lambda: next((r for r in cli.session(ws)["ranks"]
+                                         if r["rank"] == 1 and r["state"] == "failed"), None), 30, "rank 1 to fail")
+        assert "expired" in row["reason"]
+        state_text = (ws / ".dbgfwd" / "session.json").read_text()
+        assert "test-token" not in state_text and "rotated" not in state_text
+    finally:
+        bg.stop()
