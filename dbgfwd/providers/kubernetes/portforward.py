@@ -17,6 +17,7 @@ import threading
 import time
 
 from dbgfwd.errors import UpstreamError
+from dbgfwd.providers.kubernetes import frames
 from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
@@ -36,6 +37,8 @@ class PortForwardStream:
         self.port = port
         self.pod = pod
         self._b64 = ws.subprotocol == V4_BASE64
+        self._reader = frames.FrameReader(ws.sock, ws.pong)
+        self._send_lock = ws.lock  # websocket-client's own: its pings and our frames never interleave
         self._buf = b""
         self._prefixes: set[int] = set()
         self.error: str | None = None
@@ -82,7 +85,7 @@ class PortForwardStream:
         if sock is None:
             self._eof = True
             return False
-        if hasattr(sock, "pending") and sock.pending():
+        if self._reader.buffered:
             return True
         try:
             r, _, _ = select.select([sock], [], [], max(wait, 0))
@@ -95,18 +98,19 @@ class PortForwardStream:
 
     def _read_frame(self) -> None:
         """Read one websocket message and file it (data -> buffer, error -> self.error)."""
-        import websocket
-
         try:
-            opcode, frame = self._ws.recv_data_frame(False)
-        except (websocket.WebSocketException, OSError, AttributeError, ValueError):
+            opcode, payload = self._reader.message()
+        except (OSError, EOFError, AttributeError, ValueError):
             self._eof = True
             self._cut = not self._closed
             return
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
+        if opcode == frames.OP_CLOSE:
             self._eof = True
+            try:
+                self._ws.send_close()  # answer the server's close
+            except Exception:
+                pass
             return
-        payload = frame.data
         if self._b64:
             if not payload:
                 return
@@ -153,16 +157,16 @@ class PortForwardStream:
         return out
 
     def sendall(self, data: bytes) -> None:
-        import websocket
-
         if self._closed or self._eof:
             raise BrokenPipeError(f"port-forward to pod {self.pod} is closed")
+        if self._b64:
+            frame = frames.encode(frames.OP_TEXT, b"0" + base64.b64encode(data))
+        else:
+            frame = frames.encode(frames.OP_BINARY, b"\x00" + data)
         try:
-            if self._b64:
-                self._ws.send(b"0" + base64.b64encode(data), opcode=websocket.ABNF.OPCODE_TEXT)
-            else:
-                self._ws.send(b"\x00" + bytes(data), opcode=websocket.ABNF.OPCODE_BINARY)
-        except (websocket.WebSocketException, OSError, AttributeError) as exc:
+            with self._send_lock:
+                self._ws.sock.sendall(frame)
+        except (OSError, AttributeError) as exc:
             self._eof = True
             raise BrokenPipeError(f"port-forward to pod {self.pod} broke: {type(exc).__name__}") from None
         self.last_activity = time.monotonic()
