@@ -106,10 +106,7 @@ class PortForwardStream:
             return
         if opcode == frames.OP_CLOSE:
             self._eof = True
-            try:
-                self._ws.send_close()  # answer the server's close
-            except Exception:
-                pass
+            self._send_close_frame()  # answer the server's close
             return
         if self._b64:
             if not payload:
@@ -175,19 +172,22 @@ class PortForwardStream:
         """A websocket ping, so idle streams (a rank at a breakpoint) survive idle timeouts."""
         if self._closed or self._eof:
             return
+        # Called from the engine's monitor thread: never wait behind a writer (a busy stream
+        # needs no ping anyway).
+        if not self._send_lock.acquire(timeout=0.05):
+            return
         try:
-            self._ws.ping(b"dbgfwd")
-        except Exception:
+            self._ws.sock.sendall(frames.encode(frames.OP_PING, b"dbgfwd"))
+        except (OSError, AttributeError):
             self._eof = True
+        finally:
+            self._send_lock.release()
 
     def shutdown(self, how: int) -> None:
         # The protocol has no half-close: a finished writer ends the whole stream. A close frame
         # lets the server flush and close; readers see EOF when its close frame comes back.
         if how in (socket.SHUT_WR, socket.SHUT_RDWR):
-            try:
-                self._ws.send_close()
-            except Exception:
-                pass
+            self._send_close_frame()
         if how in (socket.SHUT_RD, socket.SHUT_RDWR):
             self._abort()
 
@@ -196,11 +196,21 @@ class PortForwardStream:
             if self._closed:
                 return
             self._closed = True
-        try:
-            self._ws.send_close()
-        except Exception:
-            pass
+        self._send_close_frame()
         self._abort()
+
+    def _send_close_frame(self) -> None:
+        """A close frame if the socket is free; never wait behind a writer stuck on a dead peer
+        (closing must always work, it is what unblocks that writer)."""
+        if not self._send_lock.acquire(timeout=0.2):
+            return
+        try:
+            if self._ws.sock is not None:
+                self._ws.sock.sendall(frames.encode(frames.OP_CLOSE, struct.pack(">H", 1000)))
+        except OSError:
+            pass
+        finally:
+            self._send_lock.release()
 
     def _abort(self) -> None:
         self._eof = True
