@@ -158,3 +158,36 @@ def test_whole_job_restart_is_one_event(k8s, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "dbgfwd.providers.kubernetes"]
     assert lines == ["the whole job was restarted: all 3 pods are new; ports stay the same"]
     p.close()
+
+
+def test_openshift_style_contexts_and_projects(k8s, tmp_path):
+    # `oc login` writes contexts named project/server/user with the project as namespace
+    import json
+
+    k8s.add_pod("train-0", "ml-project", start=False)
+    cfg = json.loads(k8s.kubeconfig(tmp_path / "kc").read_text())
+    cfg["contexts"].append({"name": "ml-project/api-crc-testing:6443/developer",
+                            "context": {"cluster": "test", "user": "dev", "namespace": "ml-project"}})
+    path = tmp_path / "kc-oc"
+    path.write_text(json.dumps(cfg))
+    p = provider(k8s, "train-0", kubeconfig=path, context="ml-project/api-crc-testing:6443/developer")
+    found = p.discover()
+    assert [t.name for t in found.targets] == ["train-0"] and "namespace ml-project" in found.where
+    from dbgfwd.errors import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        provider(k8s, "train-0", kubeconfig=path, context="nope").discover()
+    assert "ml-project/api-crc-testing:6443/developer" in exc.value.message
+
+
+def test_pending_pod_is_picked_up_when_it_starts(k8s):
+    k8s.add_pod("solo-0", start=False)
+    p = provider(k8s, "solo-0")
+    (before,) = p.discover().targets
+    assert not before.running and before.status == "Pending"
+    assert p.probe(before).markers == ()  # not running: not ready, and no exec attempted
+    assert k8s.stats.exec == {}
+    k8s.start_pod("solo-0")
+    (after,) = p.discover().targets
+    assert after.running and after.key == before.key
+    p.close()
