@@ -41,6 +41,17 @@ def test_pytorchjob_attach_all_ranks_and_pod_replacement(k8s, tmp_path, port_blo
     ws = tmp_path / "ws"
     ws.mkdir()
     base = port_block(6)
+    cli.wait_for(lambda: all(len(list(p.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) == 2 for p in k8s.pods.values()),
+                 60, "every pod's two rank markers")  # read from the pods' /tmp, never the ports
+    listing = cli.run("ls", "pytorchjob/x", "-n", "ml", "--kubeconfig", str(k8s.kubeconfig_path), "--json", env=ENV)
+    assert listing.returncode == 0, listing.stderr
+    shown = json.loads(listing.stdout)
+    assert [(t["name"], t["node_index"]) for t in shown["targets"]] == [("x-master-0", 0), ("x-worker-0", 1),
+                                                                         ("x-worker-1", 2)]
+    assert [(r["rank"], r["node"], r["remote_port"]) for r in shown["ranks"]] == [
+        (0, "x-master-0", 5678), (1, "x-master-0", 5679), (2, "x-worker-0", 5678), (3, "x-worker-0", 5679),
+        (4, "x-worker-1", 5678), (5, "x-worker-1", 5679)]
+    assert k8s.stats.portforward == {}  # listing forwards nothing
     bg = attach(k8s, ws, tmp_path, "pytorchjob/x", "-n", "ml", "--local-base-port", str(base))
     try:
         cli.wait_ready(ws, 90, bg=bg)
