@@ -28,7 +28,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ -n "$extra" ]; then
-  .venv/bin/python -m pip install -q -e ".[$extra]"
+  .venv/bin/python -m pip install -q -e ".[$extra]" 2> >(grep -v "is ignored: it is neither" >&2)
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -e . 2> >(grep -v "is ignored: it is neither" >&2)
 fi
