@@ -196,3 +196,20 @@ def test_backoff_is_capped_and_jittered():
     values = [next(delays) for _ in range(20)]
     assert all(0.05 <= v <= 1.0 for v in values)
     assert max(values[10:]) <= 1.0 and min(values[10:]) >= 0.5
+
+
+def test_relay_closes_when_upstream_never_answers_a_half_close():
+    from dbgfwd.relay import Relay
+
+    a, b = socket.socketpair()  # client side
+    c, d = socket.socketpair()  # upstream side; d is "the rank" and never closes
+    relay = Relay(b, c, linger=0.3)
+    t = threading.Thread(target=relay.run, daemon=True)
+    t.start()
+    a.sendall(b"bye")
+    a.shutdown(socket.SHUT_WR)
+    assert d.recv(3) == b"bye"
+    t.join(5)
+    assert not t.is_alive() and relay.closed
+    for s in (a, d):
+        s.close()
