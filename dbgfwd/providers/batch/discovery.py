@@ -48,7 +48,8 @@ class BatchDiscovery:
         for spec in specs:
             if not looks_like_job_id(spec):
                 raise UsageError(f"{spec!r} is not an AWS Batch job id",
-                                 hint="give a job id like 3f2a...-...-...:<array index> or #<node>, or --queue Q")
+                                 hint="give <job uuid>, <uuid>:<index> (array child), <uuid>#<node> (MNP node), "
+                                      "or --queue QUEUE")
         if not specs and not queue:
             raise UsageError("no AWS Batch job given", hint="pass a job id, or --queue QUEUE [--job-name PATTERN]")
         self.clients, self.specs, self.queue, self.pattern = clients, specs, queue, name_pattern
@@ -157,7 +158,7 @@ class BatchDiscovery:
         elif index is not None:
             name = f"{name}:{index}"
         status = job.get("status", "?")
-        detail = {"job": job_id, "status": status}
+        detail = {"job": job_id}
         route = None
         if status == "RUNNING":
             route = self._route(job)
@@ -165,8 +166,10 @@ class BatchDiscovery:
                 detail["problem"] = route.problem
             else:
                 detail.update({"ssm-target": route.ssm_target, "document": route.document, "path": route.kind})
-                if route.host:
+                if route.host:  # the instance's agent dials the node's IP, not its loopback
                     detail["host"] = route.host
+                    detail["note"] = (f"ranks must listen on {route.host} (dbgfwd-rank --host {route.host}), "
+                                      "or submit with enableExecuteCommand to keep them on 127.0.0.1")
         return Target(key=job_id, name=name, node_index=node_index,
                       rank_base=node_index * self.rpn if self.rpn else None, running=status == "RUNNING",
                       status=status, detail=detail, handle=route)

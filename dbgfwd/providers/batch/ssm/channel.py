@@ -25,7 +25,7 @@ log = logging.getLogger("dbgfwd.batch.ssm")
 CLIENT_VERSION = "1.2.694.0"  # > 1.2.331.0: agent uses smux without requiring NOP keepalives
 MUX_MIN_AGENT = (3, 0, 196, 0)
 CHUNK = 1024  # payload bytes per message, as the plugin sends
-WINDOW = 1024  # messages in flight before a sender waits for acks
+WINDOW = 512  # messages in flight; more only adds queueing delay and spurious resends
 REORDER_CAPACITY = 10000
 RTO_MIN, RTO_MAX = 0.2, 1.0
 

@@ -15,6 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from dbgfwd.providers.batch.ssm.wsock import random_bytes
+
 _HEADER = struct.Struct(">I32sIQqQ16s32sII")
 HEADER_LENGTH = 116  # everything before PayloadLength; the payload starts at HEADER_LENGTH + 4
 SCHEMA_VERSION = 1
@@ -69,7 +71,7 @@ class AgentMessage:
     payload_type: int
     payload: bytes = b""
     flags: int = 0
-    message_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    message_id: uuid.UUID = field(default_factory=lambda: uuid.UUID(bytes=random_bytes(16), version=4))
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     schema_version: int = SCHEMA_VERSION
 

@@ -24,6 +24,26 @@ class WebSocketError(OSError):
     """The websocket failed or was closed (by either side)."""
 
 
+class _RandomPool:
+    """os.urandom in 64 KiB draws: a fresh mask key per frame without a syscall per frame."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buf = b""
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._pos + n > len(self._buf):
+                self._buf, self._pos = os.urandom(65536), 0
+            out = self._buf[self._pos:self._pos + n]
+            self._pos += n
+            return out
+
+
+random_bytes = _RandomPool().take
+
+
 def _mask(key: bytes, data: bytes) -> bytes:
     n = len(data)
     if not n:
@@ -41,7 +61,7 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
         head = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, n)
     else:
         head = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, n)
-    key = os.urandom(4)
+    key = random_bytes(4)
     return head + key + _mask(key, payload)
 
 
