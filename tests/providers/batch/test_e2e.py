@@ -46,7 +46,8 @@ def test_attach_mnp_job_and_hit_breakpoints_on_every_rank(world, tmp_path):
                 ranks.append(start_rank(program, n * 2 + lr, lr, run_dir, base_port=base, world_size=6,
                                         extra_args=["--host", ip]))
             wait_for_markers(run_dir, {n * 2, n * 2 + 1}, procs=ranks)
-        bg = cli.Background("attach", "--provider", "batch", job, "--ranks-per-node", "2", "--base-port", str(base),
+        # -vv: botocore logs response bodies at debug; tokens must still never show
+        bg = cli.Background("-vv", "attach", "--provider", "batch", job, "--ranks-per-node", "2", "--base-port", str(base),
                             "--workspace", str(tmp_path), log=tmp_path / "attach.log", env=world.env())
         try:
             cli.wait_ready(tmp_path, timeout=60, bg=bg)
@@ -71,4 +72,5 @@ def test_attach_mnp_job_and_hit_breakpoints_on_every_rank(world, tmp_path):
     assert world.agent.violations == []
     for sess in world.agent.sessions.values():  # tokens and stream URLs never reach the output
         assert sess.tokens_used and all(tok not in out for tok in sess.tokens_used)
-    assert "TokenValue" not in out and "cell-number" not in out
+    assert "Response body" in out  # the SDK's debug logging really was on
+    assert "cell-number" not in out and "AAEAAQ" not in out  # StreamUrl query strings
