@@ -55,14 +55,16 @@ def _setns(fd: int) -> None:
 class Node:
     """A network namespace with a process (`holder`) owning its private /tmp and /run mounts."""
 
-    def __init__(self, lab: "Lab", name: str):
+    def __init__(self, lab: "Lab", name: str, private_mounts: bool = True):
         self.lab, self.name = lab, name
+        self.private_mounts = private_mounts
         self.netns = f"{lab.prefix}-{name}"
         self.links: list[tuple[str, "Node"]] = []  # (our interface name, peer)
         _run("ip", "netns", "add", self.netns)
         _run("ip", "-n", self.netns, "link", "set", "lo", "up")
         script = ("mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=755 tmpfs /run && "
-                  "mkdir -m 755 /run/sshd && echo ready && exec sleep infinity")
+                  "mkdir -m 755 /run/sshd && echo ready && exec sleep infinity") if private_mounts else \
+            "echo ready && exec sleep infinity"
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation", "private", "sh", "-c", script],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -76,7 +78,8 @@ class Node:
 
     def prefix(self) -> list[str]:
         """argv prefix running a command inside this node (network + mount namespaces)."""
-        return ["nsenter", f"--net={self.netns_path}", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--"]
+        mount = [f"--mount=/proc/{self.holder.pid}/ns/mnt"] if self.private_mounts else []
+        return ["nsenter", f"--net={self.netns_path}", *mount, "--"]
 
     def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         kwargs.setdefault("stdin", subprocess.DEVNULL)
@@ -192,7 +195,9 @@ class Lab:
         self.nodes: list[Node] = []
         self.hosts: dict[str, Host] = {}
         self._links = itertools.count(1)
-        self.client = self._add(Node(self, "client"))
+        # The client (where dbgfwd and the DAP clients run) shares this machine's files: only its
+        # network is separate.
+        self.client = self._add(Node(self, "client", private_mounts=False))
 
     @staticmethod
     def supported() -> str | None:

@@ -23,12 +23,15 @@ log = logging.getLogger("dbgfwd.ssh")
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 # Channel windows: paramiko's defaults (2 MiB window, 32 KiB packets) are fine for DAP traffic.
 _EXEC_OUTPUT_LIMIT = 8 << 20
+_RETRY_CAP_UNREACHABLE = 4.0
+_RETRY_CAP_REFUSED = 60.0
 
 
 class HostConnection:
     """The SSH transport of one host. Thread-safe; reconnects lazily after the transport died."""
 
-    def __init__(self, settings: HostSettings, warn: Callable[[str], None] | None = None):
+    def __init__(self, key: str, settings: HostSettings, warn: Callable[[str], None] | None = None):
+        self.key = key  # the host spec as the user typed it (Target.key)
         self.settings = settings
         self._warn = warn or log.warning
         self._lock = threading.Lock()
@@ -37,6 +40,7 @@ class HostConnection:
         self._failure: tuple[float, DbgfwdError] | None = None
         self._closed = threading.Event()
         self.connects = 0  # successful connects so far (1 = never reconnected)
+        self.failures = 0  # failed connects since the last success
 
     # ---- connection management ----
 
@@ -73,8 +77,10 @@ class HostConnection:
                 self._clients = self._connect(timeout)
             except DbgfwdError as exc:
                 self._failure = (time.monotonic(), exc)
+                self.failures += 1
                 raise
             self._failure = None
+            self.failures = 0
             self._transport = self._clients[-1].get_transport()
             self.connects += 1
             if self.connects > 1:
@@ -114,6 +120,15 @@ class HostConnection:
                 pass
         self._clients = []
         self._transport = None
+
+    def next_attempt_at(self) -> float:
+        """When a background reconnect should next be tried (monotonic): capped exponential backoff,
+        short for an unreachable host (it may come back any second), long for auth/host key errors."""
+        if self._failure is None:
+            return 0.0
+        when, exc = self._failure
+        cap = _RETRY_CAP_UNREACHABLE if isinstance(exc, UnreachableError) else _RETRY_CAP_REFUSED
+        return when + min(cap, 0.25 * 2 ** max(0, self.failures - 1))
 
     def drop(self) -> None:
         """Close the transport (the next use reconnects)."""

@@ -6,10 +6,11 @@ import logging
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dbgfwd.errors import BadFileError, DbgfwdError, NotFoundError, UsageError
+from dbgfwd.errors import BadFileError, DbgfwdError, UnreachableError, UsageError
 from dbgfwd.markers import ProbeResult, parse_probe_output, probe_command
 from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig,
                                    ProviderOption, RankInfo, Stream, Target)
@@ -19,6 +20,8 @@ from dbgfwd.providers.ssh.targets import HostSpec
 log = logging.getLogger("dbgfwd.ssh")
 
 PROBE_TIMEOUT = 10.0
+# discover() right after a probe() of the same host reuses its result instead of running another.
+_PROBE_REUSE = 1.0
 _MAX_PARALLEL_CONNECTS = 32
 
 
@@ -54,6 +57,8 @@ class SshProvider(Provider):
         self._conns: dict = {}
         self._conns_lock = threading.Lock()
         self._first_discovery = True
+        self._last_probe: dict[str, tuple[float, ProbeResult]] = {}  # host key -> (when, result)
+        self._reconnecting: set[str] = set()
 
     @classmethod
     def availability(cls) -> Availability:
@@ -89,7 +94,7 @@ class SshProvider(Provider):
                     _warn("WARNING: --insecure-accept-new-host-keys: host keys missing from known_hosts are "
                           "accepted without verification; anyone on the path can impersonate those hosts")
                 for spec, settings in zip(self._specs, self._settings):
-                    self._conns[spec.key] = HostConnection(settings, warn=_warn)
+                    self._conns[spec.key] = HostConnection(spec.key, settings, warn=_warn)
                 # The engine's keepalive cadence follows the tightest ServerAliveInterval.
                 self.keepalive_interval = min(s.alive_interval for s in self._settings)
             return self._conns
@@ -100,58 +105,87 @@ class SshProvider(Provider):
     # ---- Provider interface ----
 
     def discover(self) -> Discovery:
+        """Probe every host (in parallel). Only the first call waits for connections; later calls
+        (the engine rediscovers every few seconds) report hosts whose transport is down as not
+        running and reconnect them in the background, so one dead host never stalls the others."""
         conns = self._connections()
-        rpn = self.config.ranks_per_node
+        first, self._first_discovery = self._first_discovery, False
         workers = min(_MAX_PARALLEL_CONNECTS, len(self._specs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dbgfwd-ssh-discover") as pool:
-            results = list(pool.map(lambda s: self._probe_host(conns[s.key]), self._specs))
-        where = f"ssh hosts {', '.join(s.key for s in self._specs[:5])}" + ("..." if len(self._specs) > 5 else "")
+            results = list(pool.map(lambda s: self._discover_host(conns[s.key], first), self._specs))
+        where = f"on ssh hosts {', '.join(s.key for s in self._specs[:5])}" + ("..." if len(self._specs) > 5 else "")
         errors = [r for r in results if isinstance(r, DbgfwdError)]
-        if self._first_discovery and len(errors) == len(results):
-            # Nothing reachable at all: a plain error (exit code) beats a table of waiting hosts.
+        if first and len(errors) == len(results):
+            # Nothing reachable at all: a plain error (and exit code) beats a table of waiting hosts.
             raise errors[0]
-        self._first_discovery = False
-        out = []
-        rank_base = 0
+        rpn = self.config.ranks_per_node
+        slotted = any(s.slots for s in self._specs)
+        out, rank_base = [], 0
         for index, (spec, result) in enumerate(zip(self._specs, results)):
             count = rpn or spec.slots
-            base = index * rpn if rpn else rank_base if any(s.slots for s in self._specs) else None
+            base = index * rpn if rpn else (rank_base if slotted else None)
             rank_base += spec.slots or 1
-            out.append(_target(spec, index, base, count, self.config.base_port, result))
+            known = self._last_probe.get(spec.key)
+            out.append(_target(spec, index, base, count, self.config.base_port, result,
+                               known[1] if known else None))
         return Discovery(targets=tuple(out), where=where)
 
-    def _probe_host(self, conn) -> ProbeResult | DbgfwdError:
+    def _discover_host(self, conn, first: bool) -> ProbeResult | DbgfwdError:
+        if not first and not conn.connected:
+            self._reconnect_in_background(conn)
+            return conn.last_error or UnreachableError(f"ssh: reconnecting to {conn.settings.label}")
+        known = self._last_probe.get(conn.key)
+        if known and time.monotonic() - known[0] < _PROBE_REUSE:
+            return known[1]
+        return self._run_probe(conn)
+
+    def _run_probe(self, conn) -> ProbeResult | DbgfwdError:
         try:
-            status, text = conn.run(probe_command(), timeout=max(PROBE_TIMEOUT, conn.settings.connect_timeout))
+            _status, text = conn.run(probe_command(), timeout=max(PROBE_TIMEOUT, conn.settings.connect_timeout))
         except DbgfwdError as exc:
             return exc
-        return parse_probe_output(text)
+        result = parse_probe_output(text)
+        self._last_probe[conn.key] = (time.monotonic(), result)
+        return result
+
+    def _reconnect_in_background(self, conn) -> None:
+        with self._conns_lock:
+            if conn.key in self._reconnecting or time.monotonic() < conn.next_attempt_at():
+                return
+            self._reconnecting.add(conn.key)
+
+        def run():
+            try:
+                conn.transport()
+            except DbgfwdError as exc:
+                log.debug("ssh: reconnect to %s failed: %s", conn.settings.alias, exc)
+            finally:
+                with self._conns_lock:
+                    self._reconnecting.discard(conn.key)
+
+        threading.Thread(target=run, daemon=True, name=f"dbgfwd-ssh-reconnect-{conn.settings.alias}").start()
 
     def probe(self, target: Target) -> ProbeResult | None:
-        result = self._probe_host(self.connection(target))
+        conn = self.connection(target)
+        if not conn.connected:
+            self._reconnect_in_background(conn)  # never block the engine's monitor on a dead host
+            return None
+        result = self._run_probe(conn)
         return None if isinstance(result, DbgfwdError) else result
 
     def open_stream(self, target: Target, port: int, timeout: float) -> Stream:
         return self.connection(target).open_channel(port, timeout)
 
     def keepalive(self) -> None:
-        # Liveness is checked by each connection's watchdog; here dead transports of hosts that have
-        # ranks are brought back in the background so an idle forward is usable when a client comes.
+        # Each connection's watchdog sends the keepalives and notices dead transports; here dead
+        # ones are brought back in the background so an idle forward is usable when a client comes.
         for conn in list(self._conns.values()):
-            if conn.connects and not conn.connected:
-                threading.Thread(target=_quiet_connect, args=(conn,), daemon=True,
-                                 name=f"dbgfwd-ssh-reconnect-{conn.settings.alias}").start()
+            if not conn.connected:
+                self._reconnect_in_background(conn)
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
             conn.close()
-
-
-def _quiet_connect(conn) -> None:
-    try:
-        conn.transport()
-    except DbgfwdError as exc:
-        log.debug("ssh: reconnect to %s failed: %s", conn.settings.alias, exc)
 
 
 def _warn(text: str) -> None:
@@ -161,12 +195,15 @@ def _warn(text: str) -> None:
 
 
 def _target(spec: HostSpec, index: int, base: int | None, count: int | None, base_port: int,
-            result: ProbeResult | DbgfwdError) -> Target:
+            result: ProbeResult | DbgfwdError, known: ProbeResult | None) -> Target:
     if isinstance(result, DbgfwdError):
         detail = {"error": result.message}
         if result.hint:
             detail["hint"] = result.hint
-        ranks = tuple(RankInfo(base + i, i, base_port + i) for i in range(count)) if count and base is not None else ()
+        if count and base is not None:
+            ranks = tuple(RankInfo(base + i, i, base_port + i) for i in range(count))
+        else:  # keep the ranks last seen there, so their forwards stay mapped while the host is away
+            ranks = tuple(RankInfo(m.rank, m.local_rank, m.port) for m in (known.markers if known else ()))
         return Target(key=spec.key, name=spec.host, node_index=index, rank_base=base, ranks=ranks,
                       running=False, status=result.message, detail=detail, handle=spec.key)
     markers = [m for m in result.markers]
@@ -211,4 +248,4 @@ def host_specs(config: ProviderConfig) -> list[HostSpec]:
     return specs
 
 
-__all__ = ["SshProvider", "host_specs", "NotFoundError"]
+__all__ = ["SshProvider", "host_specs"]
