@@ -39,3 +39,14 @@ def fill(obj: Any, values: Mapping[str, Any]) -> Any:
 
 def load_json(name: str, values: Mapping[str, Any]) -> Any:
     return fill(json.loads(read_text(name)), values)
+
+
+def render_snippet(base_port: int, wait_rank: int | None) -> str:
+    """The in-code debugpy starter, reading ranks in the exact order of `rankenv.SOURCES`."""
+    from dbgfwd.rankenv import SOURCES
+
+    rows = "".join(f"\n        {(s.name, s.rank, s.local_rank, s.world_size)!r}," for s in SOURCES)
+    return substitute(read_text("snippet.py.tmpl"), {
+        "sources": f"({rows}\n    )", "base_port": int(base_port),
+        "wait_rank": "None" if wait_rank is None else int(wait_rank),
+    })
