@@ -1,0 +1,111 @@
+"""The `dbgfwd` command: a typer app whose commands are thin modules in this package.
+
+`main()` is the one exit path: a DbgfwdError becomes one stderr line and its ExitCode; anything
+else is a bug, shown as one line (traceback with --debug or DBGFWD_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from dbgfwd import __version__, envvars
+from dbgfwd.console import console
+from dbgfwd.errors import DbgfwdError, ExitCode
+
+HELP = f"""Forward every rank of a remote distributed Python job to VS Code.
+
+dbgfwd finds the ranks of a job (local processes, SSH hosts, Kubernetes pods, AWS Batch jobs),
+forwards each rank's debugpy port to 127.0.0.1 on a stable local port, keeps the forwards alive,
+and writes one VS Code attach config per rank plus an "all ranks" compound.
+
+Start here:  dbgfwd demo            (local ranks, nothing to set up)
+             dbgfwd attach --help   (your job)
+
+\b
+Exit codes:
+{ExitCode.describe()}
+
+\b
+Environment:
+{envvars.help_text()}
+"""
+
+app = typer.Typer(
+    name="dbgfwd",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # locals can hold tokens: never print them
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.out.print(f"dbgfwd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True,
+                                help="more detail on stderr (-v info, -vv debug incl. SDK logs; secrets redacted)"),
+    debug: bool = typer.Option(False, "--debug", help="print a traceback on errors"),
+    no_color: bool = typer.Option(False, "--no-color", help="no colour (also NO_COLOR=1)"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    console.configure(verbosity=verbose, debug=debug, no_color=no_color)
+
+
+def _register() -> None:
+    from dbgfwd.cli import attach, demo, ls, ranks, status, wait
+
+    for module in (ranks, attach, ls, status, wait, demo):
+        module.register(app)
+    try:  # VS Code commands (gen-launch, snippet) live with the writer
+        from dbgfwd.cli import gen_launch, snippet
+    except ImportError:
+        return
+    gen_launch.register(app)
+    snippet.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="dbgfwd", standalone_mode=False)
+    except DbgfwdError as exc:
+        if console.debug:
+            console.err.print_exception()
+        console.error(exc.message, exc.hint)
+        sys.exit(int(exc.code))
+    except click.exceptions.NoArgsIsHelpError as exc:  # `dbgfwd` alone: help, exit 0... as click does
+        console.err.print(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+        sys.exit(int(ExitCode.USAGE))
+    except click.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx else "dbgfwd"
+        console.error(exc.format_message(), f"see `{cmd} --help`")
+        sys.exit(int(ExitCode.USAGE))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.error("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except KeyboardInterrupt:
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.ClickException as exc:
+        console.error(exc.format_message())
+        sys.exit(int(ExitCode.USAGE))
+    except Exception as exc:  # a bug: one line unless --debug
+        if console.debug:
+            console.err.print_exception()
+        console.error(f"unexpected {type(exc).__name__}: {exc}", "rerun with --debug and report it")
+        sys.exit(int(ExitCode.ERROR))
+    sys.exit(0)

@@ -34,3 +34,27 @@ def load(name: str) -> "type[Provider]":
 
 def all_classes() -> "list[type[Provider]]":
     return [load(n) for n in REGISTRY]
+
+
+def choose(name: str | None, config) -> "type[Provider]":
+    """The provider named, else the one the user's options/targets clearly mean, else `local`."""
+    from dbgfwd.errors import ProviderUnavailable
+
+    if name:
+        cls = load(name)
+    else:
+        claimed = [c for c in all_classes() if c.claims(config)]
+        if len(claimed) > 1:
+            raise UsageError(f"the options given fit several providers ({', '.join(c.name for c in claimed)})",
+                             hint="say which with --provider")
+        if claimed:
+            cls = claimed[0]
+        elif config.targets:
+            raise UsageError(f"cannot tell which provider reaches {config.targets[0]!r}",
+                             hint=f"pass --provider ({', '.join(REGISTRY)})")
+        else:
+            cls = load("local")
+    avail = cls.availability()
+    if not avail.ok:
+        raise ProviderUnavailable(f"the {cls.name} provider cannot run here: {avail.reason}")
+    return cls

@@ -1,0 +1,86 @@
+"""`dbgfwd attach`: find the ranks, forward each, write launch.json, keep it alive until Ctrl-C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dbgfwd import envvars
+from dbgfwd.cli import options as o
+from dbgfwd.console import console
+
+
+@o.with_provider_options
+def attach(
+    targets: Optional[List[str]] = typer.Argument(
+        None, help="what to attach to: pod or workload (pytorchjob/NAME), [user@]host, Batch job id; "
+                   "nothing = local ranks"),
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", envvar=envvars.PROVIDER,
+                                           help="local, ssh, kubernetes or batch (default: inferred from the "
+                                                "options and targets, else local)"),
+    base_port: int = o.BasePort,
+    local_base_port: Optional[int] = o.LocalBasePort,
+    ranks_per_node: Optional[int] = o.RanksPerNode,
+    only: Optional[str] = o.Only,
+    expected: Optional[int] = typer.Option(None, "--ranks", min=1, metavar="N",
+                                           help="plan N ranks now, before they have started"),
+    launch_json: Optional[Path] = typer.Option(None, "--launch-json", dir_okay=False,
+                                               help="launch.json to write (default: <workspace>/.vscode/launch.json)"),
+    no_launch_json: bool = typer.Option(False, "--no-launch-json", help="do not write launch.json"),
+    local_root: str = typer.Option("${workspaceFolder}", "--local-root",
+                                   help="local source root for pathMappings"),
+    remote_root: Optional[str] = typer.Option(None, "--remote-root",
+                                              help="source root on the ranks (default: inferred where possible)"),
+    just_my_code: bool = typer.Option(False, "--just-my-code", help="step only into your own code"),
+    bind: str = typer.Option("127.0.0.1", "--bind", help="address the forwards listen on (only change this "
+                                                          "if you know who can reach it)"),
+    client_wait: float = typer.Option(60.0, "--client-wait", min=0,
+                                      help="seconds a debugger connecting before its rank is up is held"),
+    list_only: bool = typer.Option(False, "--list", help="show what would be forwarded and exit"),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0, hidden=True),
+    workspace: Optional[Path] = o.Workspace,
+    json_out: bool = o.Json,
+    provider_options: dict = None,  # type: ignore[assignment]
+) -> None:
+    """Forward every rank's debugpy port to 127.0.0.1 and keep the forwards alive.
+
+    Each rank gets a local listener that stays up for the whole session (ranks restarting or moving
+    are served again on the same port), and one attach config in launch.json plus an "all ranks"
+    compound. Runs until Ctrl-C; `dbgfwd status` and `dbgfwd wait` read its state.
+
+    \b
+    Examples:
+      dbgfwd attach                                  # ranks on this machine
+      dbgfwd attach --namespace nccl-test ml-dev-env # pods of a Kubernetes/OpenShift job
+      dbgfwd attach pytorchjob/train -n ml           # every replica of a PyTorchJob
+      dbgfwd attach --provider ssh node01 node02     # ranks on SSH hosts
+      dbgfwd attach --provider batch <job-id>        # AWS Batch job through SSM
+    """
+    from dbgfwd.session import AttachOptions, run_attach
+
+    console.json = json_out
+    ws = o.workspace_of(workspace)
+    opts = AttachOptions(
+        workspace=ws, provider=provider, targets=tuple(targets or ()), provider_options=provider_options or {},
+        base_port=base_port, local_base_port=local_base_port, ranks_per_node=ranks_per_node,
+        only=o.rank_set(only), expected_ranks=expected,
+        launch_json=None if no_launch_json else (launch_json or ws / ".vscode" / "launch.json"),
+        local_root=local_root, remote_root=remote_root, just_my_code=just_my_code, bind_host=bind,
+        client_wait=client_wait, duration=duration, verbose=console.verbosity,
+    )
+    if list_only:
+        from dbgfwd.cli.ls import show_discovery
+
+        show_discovery(opts)
+        return
+    from dbgfwd.ui import LiveView
+
+    live = LiveView(console)
+    run_attach(opts, console, on_ready=live.start)
+    live.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("attach")(attach)

@@ -1,0 +1,35 @@
+"""`dbgfwd status`: what the running attach in this workspace is doing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dbgfwd.cli import options as o
+from dbgfwd.console import console
+
+
+def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json) -> None:
+    """Show every rank's target, ports, state and traffic from the running `dbgfwd attach`."""
+    from dbgfwd import state
+    from dbgfwd.errors import NoSessionError
+    from dbgfwd.ui import rank_table
+
+    console.json = json_out
+    ws = o.workspace_of(workspace)
+    session = state.read_session(ws)
+    if session is None or not session.alive:
+        stale = " (its attach process is gone)" if session is not None else ""
+        raise NoSessionError(f"no running attach session in {ws}{stale}",
+                             hint="start one with `dbgfwd attach`")
+    if json_out:
+        console.emit_json(session.data)
+        return
+    d = session.data
+    console.print(rank_table(session.ranks, title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)

@@ -1,0 +1,120 @@
+"""The one console: owns stdout/stderr, verbosity, colour, --json and log redaction.
+
+Commands print through `console`; nothing else writes to stdout. In --json mode stdout carries only
+JSON; human messages go to stderr. Log records pass a redaction filter so tokens, signatures and
+presigned URLs never reach the terminal at any verbosity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+from typing import Any, Iterator
+
+from rich.console import Console as RichConsole
+
+from dbgfwd import envvars
+
+SDK_LOGGERS = ("paramiko", "kubernetes", "urllib3", "botocore", "boto3", "websocket", "s3transfer")
+
+# Things that look like secrets in log text: bearer tokens, AWS signatures/tokens, SSM TokenValue,
+# query strings of presigned/stream URLs, private keys.
+_REDACTIONS = [
+    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer\s+|basic\s+|aws4-hmac-sha256\s+)?[^\s\"',}]+"),
+     r"\1\2<redacted>"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1<redacted>"),
+    (re.compile(r"(?i)([\"']?(?:token|tokenvalue|sessiontoken|secretaccesskey|x-amz-security-token|"
+                r"x-amz-signature|x-amz-credential|password|passphrase)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+"),
+     r"\1<redacted>"),
+    (re.compile(r"((?:wss?|https?)://[^\s?\"']+)\?[^\s\"']+"), r"\1?<redacted>"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+     "<redacted private key>"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, repl in _REDACTIONS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        record.msg, record.args = redact(message), None
+        return True
+
+
+class Console:
+    def __init__(self) -> None:
+        self.json = False
+        self.verbosity = 0
+        self.debug = False
+        self._configure_streams(no_color=bool(os.environ.get(envvars.NO_COLOR)))
+        self._handler: logging.Handler | None = None
+
+    def _configure_streams(self, no_color: bool) -> None:
+        self.out = RichConsole(no_color=no_color, highlight=False, soft_wrap=False)
+        self.err = RichConsole(stderr=True, no_color=no_color, highlight=False)
+
+    def configure(self, verbosity: int = 0, debug: bool = False, no_color: bool = False) -> None:
+        self.verbosity = verbosity
+        self.debug = debug or os.environ.get(envvars.DEBUG) == "1"
+        self._configure_streams(no_color or bool(os.environ.get(envvars.NO_COLOR)))
+        self._setup_logging()
+
+    def _setup_logging(self) -> None:
+        root = logging.getLogger()
+        if self._handler is not None:
+            root.removeHandler(self._handler)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dbgfwd: %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_RedactingFilter())
+        self._handler = handler
+        root.addHandler(handler)
+        level = logging.WARNING if self.verbosity == 0 else logging.INFO if self.verbosity == 1 else logging.DEBUG
+        root.setLevel(logging.WARNING)
+        logging.getLogger("dbgfwd").setLevel(level)
+        sdk_level = logging.DEBUG if self.verbosity >= 2 else logging.WARNING if self.verbosity else logging.ERROR
+        for name in SDK_LOGGERS:
+            logging.getLogger(name).setLevel(sdk_level)
+
+    # ---- output ----
+    def emit_json(self, obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        sys.stdout.flush()
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Human output to stdout (tables, results). In --json mode it goes to stderr instead."""
+        (self.err if self.json else self.out).print(*objects, **kwargs)
+
+    def info(self, message: str) -> None:
+        self.err.print(message, markup=False, highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"dbgfwd: warning: {redact(message)}", style="yellow", markup=False, highlight=False)
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        line = f"dbgfwd: error: {redact(message)}"
+        if hint:
+            line += f"; {redact(hint)}"
+        self.err.print(line, style="bold red", markup=False, highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        """A spinner on stderr while long work runs (only on a terminal, never in --json mode)."""
+        if self.json or not self.err.is_terminal:
+            yield
+            return
+        with self.err.status(message):
+            yield
+
+
+console = Console()

@@ -1,0 +1,121 @@
+"""The `local` provider: ranks running on this machine.
+
+Ranks are found from the launcher's readiness markers, and also from debugpy listeners started
+without the launcher (a process whose command line mentions debugpy listening on 127.0.0.1 within
+the base port range). Streams are plain TCP connections to 127.0.0.1:port, made only on behalf of
+a client that connected to the local forward.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from dbgfwd import markers
+from dbgfwd.errors import UpstreamError
+from dbgfwd.providers.base import (Capability, Discovery, Provider, ProviderOption, RankInfo, Stream,
+                                   Target)
+
+PORT_SPAN = 64  # how far above the base port plain debugpy listeners are looked for
+
+
+class LocalProvider(Provider):
+    name = "local"
+    title = "Local"
+    summary = "ranks on this machine (markers written by dbgfwd-rank, or plain debugpy listeners)"
+    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.SHARES_LOCAL_PORTS,
+                              Capability.REDISCOVERY, Capability.REMOTE_ROOT})
+    options = (
+        ProviderOption("runtime_dir", ("--runtime-dir",), "where rank markers are (default "
+                       "$DBGFWD_RUNTIME_DIR or /tmp/dbgfwd-<uid>)", type=Path),
+    )
+    keepalive_interval = 3600.0
+
+    @classmethod
+    def claims(cls, config) -> bool:
+        return False  # the fallback when nothing names another provider
+
+    def _dir(self) -> Path:
+        return self.config.opt("runtime_dir") or markers.runtime_dir()
+
+    def discover(self) -> Discovery:
+        directory = self._dir()
+        probe = markers.local_probe(directory)
+        ranks = {m.rank: RankInfo(m.rank, m.local_rank, m.port) for m in probe.markers}
+        cwd = next((m.cwd for m in probe.markers if m.cwd), None)
+        claimed = {m.port for m in probe.markers}
+        for port in _plain_debugpy_ports(probe, self.config.base_port, claimed):
+            local_rank = port - self.config.base_port
+            if local_rank not in {r.local_rank for r in ranks.values()}:
+                ranks.setdefault(local_rank, RankInfo(local_rank, local_rank, port))
+        where = (f"for rank markers in {directory} and debugpy listeners on 127.0.0.1:"
+                 f"{self.config.base_port}-{self.config.base_port + PORT_SPAN - 1}")
+        if not ranks:
+            return Discovery(targets=(), where=where)
+        target = Target(key="localhost", name="localhost", ranks=tuple(sorted(ranks.values(), key=lambda r: r.rank)),
+                        remote_root=cwd, detail={"markers": str(directory)})
+        return Discovery(targets=(target,), where=where)
+
+    def probe(self, target: Target) -> markers.ProbeResult:
+        return markers.local_probe(self._dir())
+
+    def open_stream(self, target: Target, port: int, timeout: float) -> Stream:
+        try:
+            # The one connect to a rank port: on behalf of a client that connected to our listener.
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        except ConnectionRefusedError:
+            raise UpstreamError(f"nothing listens on 127.0.0.1:{port} (rank not started or restarting)")
+        except OSError as exc:
+            raise UpstreamError(f"cannot reach 127.0.0.1:{port}: {exc.strerror or exc}")
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def _plain_debugpy_ports(probe: markers.ProbeResult, base_port: int, claimed: set[int]) -> list[int]:
+    """Loopback listeners in the base range owned by a process whose command line mentions debugpy."""
+    wanted = {p for ip, p in probe.listening
+              if base_port <= p < base_port + PORT_SPAN and p not in claimed and ip in ("127.0.0.1", "::1")}
+    if not wanted:
+        return []
+    inodes = _listening_inodes(wanted)
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"debugpy" not in cmdline:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                port = inodes.get(link[8:-1])
+                if port is not None:
+                    found.add(port)
+    return sorted(found)
+
+
+def _listening_inodes(ports: set[int]) -> dict[str, int]:
+    out = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 10 or parts[3] != "0A":
+                continue
+            port = int(parts[1].rsplit(":", 1)[1], 16)
+            if port in ports:
+                out[parts[9]] = port
+    return out

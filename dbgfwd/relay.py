@@ -1,0 +1,218 @@
+"""Byte relays and listeners: the data path of every forward, whatever the provider.
+
+A relay copies bytes both ways between a local client socket and an upstream Stream with one
+blocking thread per direction: blocking sendall gives back-pressure for free, EOF on one side
+becomes a half-close (shutdown(SHUT_WR)) on the other, and an error on either side closes both.
+Idle relays cost nothing (threads parked in recv); idle listeners cost nothing (one selector thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+from typing import Callable
+
+log = logging.getLogger("dbgfwd.relay")
+
+BUFFER_SIZE = 256 * 1024
+
+
+class Counters:
+    """Bytes moved by one relay; read by status snapshots (plain ints: updates are GIL-atomic enough)."""
+
+    __slots__ = ("up", "down")
+
+    def __init__(self) -> None:
+        self.up = 0  # client -> rank
+        self.down = 0  # rank -> client
+
+
+def _shutdown_write(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except (OSError, EOFError, AttributeError):
+        pass
+
+
+def _close(sock) -> None:
+    try:
+        sock.close()
+    except (OSError, EOFError):
+        pass
+
+
+def _copy(src, dst, counters: Counters, attr: str, buffer_size: int) -> bool:
+    """Copy until EOF (True) or error (False)."""
+    recv_into = getattr(src, "recv_into", None)
+    try:
+        if recv_into is not None and isinstance(src, socket.socket):
+            buf = bytearray(buffer_size)
+            view = memoryview(buf)
+            while True:
+                n = recv_into(buf)
+                if not n:
+                    return True
+                dst.sendall(view[:n])
+                setattr(counters, attr, getattr(counters, attr) + n)
+        else:
+            while True:
+                data = src.recv(buffer_size)
+                if not data:
+                    return True
+                dst.sendall(data)
+                setattr(counters, attr, getattr(counters, attr) + len(data))
+    except (OSError, EOFError, ValueError) as exc:
+        log.debug("relay %s stopped: %s", attr, exc)
+        return False
+
+
+class Relay:
+    """Pumps one client <-> upstream pair until both directions are done; then closes both."""
+
+    def __init__(self, client: socket.socket, upstream, on_done: Callable[["Relay"], None] | None = None,
+                 buffer_size: int = BUFFER_SIZE, name: str = "relay"):
+        self.client = client
+        self.upstream = upstream
+        self.counters = Counters()
+        self._on_done = on_done
+        self._buffer_size = buffer_size
+        self._name = name
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._remaining = 2
+
+    def run(self) -> None:
+        """Run in the calling thread (client -> upstream) plus one helper thread (upstream -> client)."""
+        t = threading.Thread(target=self._direction, args=(self.upstream, self.client, "down"),
+                             name=f"{self._name}-down", daemon=True)
+        t.start()
+        self._direction(self.client, self.upstream, "up")
+        t.join()
+
+    def _direction(self, src, dst, attr: str) -> None:
+        clean = _copy(src, dst, self.counters, attr, self._buffer_size)
+        if clean:
+            _shutdown_write(dst)
+        else:
+            self.close()
+        with self._lock:
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+        # shutdown first: it wakes a thread blocked in recv on the same socket, close alone may not
+        for sock in (self.client, self.upstream):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, EOFError, AttributeError):
+                pass
+            _close(sock)
+        if self._on_done:
+            self._on_done(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+
+def client_gone(sock: socket.socket) -> bool:
+    """True if the peer closed the connection (peeks without consuming the client's bytes)."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    return data == b""
+
+
+def bind_listener(host: str, port: int, backlog: int = 64) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Acceptor:
+    """One thread accepting on every listener; hands each accepted socket to `on_accept(key, sock)`."""
+
+    def __init__(self, on_accept: Callable[[object, socket.socket], None]):
+        self._on_accept = on_accept
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending: list[tuple[str, socket.socket, object]] = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="dbgfwd-acceptor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, sock: socket.socket, key: object) -> None:
+        with self._lock:
+            self._pending.append(("add", sock, key))
+        os.write(self._wake_w, b"x")
+
+    def remove(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._pending.append(("remove", sock, None))
+        os.write(self._wake_w, b"x")
+
+    def _apply(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for op, sock, key in pending:
+            if op == "add":
+                self._sel.register(sock, selectors.EVENT_READ, key)
+            else:
+                try:
+                    self._sel.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+
+    def _loop(self) -> None:
+        while not self._stop:
+            for skey, _ in self._sel.select():
+                if skey.data is None:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    self._apply()
+                    continue
+                try:
+                    conn, _ = skey.fileobj.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    log.debug("accept failed: %s", exc)
+                    continue
+                conn.setblocking(True)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._on_accept(skey.data, conn)
+
+    def stop(self) -> None:
+        self._stop = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=5)
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,39 @@
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path, monkeypatch):
+    """Every test gets its own workspace and marker dir, plain output, and no stray config."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("DBGFWD_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("DBGFWD_WORKSPACE", raising=False)
+    monkeypatch.delenv("DBGFWD_PROVIDER", raising=False)
+    monkeypatch.delenv("DBGFWD_BASE_PORT", raising=False)
+    yield
+
+
+def free_port_block(count: int, start: int = 20000) -> int:
+    """A base port whose `count` ports are free now (bind check only)."""
+    from dbgfwd.planner import port_is_free
+
+    base = start + (os.getpid() % 200) * 50
+    while base + count < 60000:
+        if all(port_is_free(base + i) for i in range(count)):
+            return base
+        base += count + 7
+    raise RuntimeError("no free port block")
+
+
+@pytest.fixture
+def port_block():
+    return free_port_block

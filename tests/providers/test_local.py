@@ -1,0 +1,154 @@
+"""End to end through the local provider: real debugpy ranks, real `dbgfwd attach`, real DAP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from dbgfwd import markers
+from tests.support import cli
+from tests.support.dap import debug_round
+from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
+
+
+def _listening_addrs_of(pid: int) -> set[tuple[str, int]]:
+    """(ip, port) of every LISTEN socket owned by `pid` (read from /proc, no connections)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(path).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A" and parts[9] in inodes:
+                out |= {ip_port for ip_port in markers.parse_proc_net_tcp(f"hdr\n{line}")}
+    return out
+
+
+@pytest.fixture
+def four_ranks(tmp_path, port_block):
+    runtime = tmp_path / "run"
+    program = write_program(tmp_path)
+    base = port_block(4)
+    procs = [start_rank(program, r, r, runtime, base_port=base, world_size=4) for r in range(4)]
+    wait_for_markers(runtime, {0, 1, 2, 3}, procs=procs)
+    yield {"runtime": runtime, "program": program, "base": base, "procs": procs}
+    for p in procs:
+        p.stop()
+
+
+def test_attach_forwards_every_rank_and_survives_a_restart(tmp_path, four_ranks, port_block):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    local_base = port_block(4, start=30000)
+    bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(four_ranks["runtime"]),
+                        "--base-port", str(four_ranks["base"]), "--local-base-port", str(local_base),
+                        "--workspace", str(ws), log=tmp_path / "attach.log")
+    try:
+        cli.wait_ready(ws, bg=bg)
+        ports = cli.launch_ports(ws / ".vscode" / "launch.json")
+        assert ports == {r: local_base + r for r in range(4)}
+
+        # Forwards listen on loopback only.
+        addrs = _listening_addrs_of(bg.proc.pid)
+        assert {p for _, p in addrs} >= set(ports.values())
+        assert {ip for ip, _ in addrs} == {"127.0.0.1"}, addrs
+
+        program = str(four_ranks["program"])
+        for rank, port in ports.items():
+            assert debug_round("127.0.0.1", port, program, BREAK_LINE, "value") == str(rank * 100 + 7)
+
+        # Restart rank 2: the same local port serves the new process.
+        old = four_ranks["procs"][2]
+        old.stop()
+        cli.wait_for(lambda: cli.session(ws)["ranks"][2]["state"] == "waiting", what="rank 2 waiting")
+        new = start_rank(four_ranks["program"], 2, 2, four_ranks["runtime"], base_port=four_ranks["base"],
+                         world_size=4, extra_env={"DBGFWD_TEST_GENERATION": "2"})
+        four_ranks["procs"][2] = new
+        wait_for_markers(four_ranks["runtime"], {2}, procs=[new])
+        cli.wait_ready(ws, ranks="2", bg=bg)
+        assert debug_round("127.0.0.1", ports[2], program, BREAK_LINE, "os.getpid()") == str(new.proc.pid)
+
+        status = cli.run("status", "--json", "--workspace", str(ws))
+        assert status.returncode == 0, status.stderr
+    finally:
+        rc = bg.stop()
+    assert rc == 0, bg.output()
+    # Every port is freed and the session is gone.
+    for port in ports.values():
+        with socket.socket() as s:  # a new listener can take it (TIME_WAIT needs SO_REUSEADDR, as always)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+    assert not (ws / ".dbgfwd" / "session.json").exists()
+
+
+def test_a_client_connecting_before_its_rank_is_held_until_the_rank_starts(tmp_path, port_block):
+    runtime = tmp_path / "run"
+    program = write_program(tmp_path)
+    base = port_block(1)
+    ws = tmp_path / "ws"
+    bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--ranks", "1",
+                        "--base-port", str(base), "--workspace", str(ws), "--client-wait", "60",
+                        log=tmp_path / "attach.log")
+    rank = None
+    try:
+        cli.wait_for(lambda: (ws / ".dbgfwd" / "session.json").exists(), what="session", timeout=30)
+        local = cli.session(ws)["ranks"][0]["local_port"]
+        assert cli.session(ws)["ranks"][0]["state"] == "waiting"
+        import threading
+
+        result = {}
+
+        def client():
+            result["value"] = debug_round("127.0.0.1", local, str(program), BREAK_LINE, "rank")
+
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(1.0)
+        rank = start_rank(program, 0, 0, runtime, base_port=base)
+        t.join(90)
+        assert result.get("value") == "0"
+    finally:
+        bg.stop()
+        if rank:
+            rank.stop()
+
+
+def test_no_connection_reaches_a_rank_port_without_a_client(tmp_path, port_block):
+    """A fake rank (a plain listener with a marker) must see no connection while dbgfwd watches it."""
+    runtime = tmp_path / "run"
+    base = port_block(1)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", base))
+    listener.listen(8)
+    listener.setblocking(False)
+    markers.write_marker(markers.new_marker(0, 0, base, "127.0.0.1", 1, "test", ["fake"]), runtime)
+    ws = tmp_path / "ws"
+    bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(base),
+                        "--workspace", str(ws), log=tmp_path / "attach.log")
+    try:
+        cli.wait_ready(ws, bg=bg)
+        time.sleep(3)  # several monitor/probe cycles
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        local = cli.session(ws)["ranks"][0]["local_port"]
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as client:
+            client.sendall(b"hello")
+            listener.setblocking(True)
+            listener.settimeout(10)
+            conn, _ = listener.accept()
+            assert conn.recv(5) == b"hello"
+            conn.close()
+    finally:
+        bg.stop()
+        listener.close()
