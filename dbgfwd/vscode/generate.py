@@ -29,7 +29,10 @@ def owns_launch_entry(value: Any) -> bool:
     if not isinstance(value, dict):
         return False
     presentation = value.get("presentation")
-    return isinstance(presentation, dict) and MARKER_KEY in presentation
+    if isinstance(presentation, dict) and MARKER_KEY in presentation:
+        return True
+    # Early builds marked their configs with a top-level {"dbgfwd": {...}} object.
+    return isinstance(value.get(MARKER_KEY), dict)
 
 
 def owns_task(value: Any) -> bool:

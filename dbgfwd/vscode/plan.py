@@ -6,18 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbgfwd import planner
+from dbgfwd import planner, state
 from dbgfwd.errors import BadFileError, NotFoundError
 from dbgfwd.vscode.generate import format_ranks
 from dbgfwd.vscode.model import AttachEntry
-
-STATE_DIR = ".dbgfwd"
-SESSION_FILE = "session.json"
-PORTS_FILE = "ports.json"
-
-
-def session_path(workspace: Path) -> Path:
-    return Path(workspace) / STATE_DIR / SESSION_FILE
 
 
 def _int_field(path: Path, where: str, item: dict, key: str) -> int:
@@ -54,7 +46,7 @@ def entries_from_session(path: Path) -> list[AttachEntry] | None:
             raise BadFileError(path, f"ranks[{i}] is not an object")
         where = f"ranks[{i}]"
         remote_root = item.get("remote_root")
-        node = item.get("node")
+        node = item.get("target_name") or item.get("node")  # where it runs, as attach names it
         entries.append(AttachEntry(
             rank=_int_field(path, where, item, "rank"),
             local_port=_int_field(path, where, item, "local_port"),
@@ -80,7 +72,7 @@ def entries_from_plan(request: PlanRequest, workspace: Path, remember: bool = Tr
     """Lay the ranks out with the port planner, reusing and (if `remember`) saving ports.json."""
     slots = planner.filter_ranks(
         planner.layout(request.world_size, request.ranks_per_node, request.base_port), request.only)
-    memory = planner.PortMemory(Path(workspace) / STATE_DIR / PORTS_FILE)
+    memory = planner.PortMemory(state.ports_path(Path(workspace)))
     strict = request.local_base_port is not None
     local_base = request.local_base_port if strict else request.base_port
     planned = planner.assign_local_ports(slots, local_base, remembered=memory.load(), strict=strict)
