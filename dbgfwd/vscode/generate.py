@@ -139,11 +139,11 @@ def generate(entries: Sequence[AttachEntry], options: LaunchOptions) -> Generate
             "name": name, "configurations": [names[r] for r in members], "pre_launch_task": label,
             "order": order,
         })
-        if options.wait_task and label not in labels:
+        if not options.wait_task:
+            compound.pop("preLaunchTask")
+        elif label not in labels:
             labels.add(label)
             tasks.append(_wait_task(label, members, options))
-        else:
-            compound.pop("preLaunchTask")
         compound["presentation"][MARKER_KEY] = MARKER_VALUE
         compounds.append(compound)
     return Generated(configurations, compounds, tasks)
