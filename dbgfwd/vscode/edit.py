@@ -99,23 +99,46 @@ class _Splice:
     def _tidy_lines(self) -> None:
         """Drop lines a deletion left blank; trim whitespace a deletion left at a line's end."""
         text, mask = self.text, self.mask
+        at_line_start = True  # does the output so far end with a line break?
         for m in _LINE.finditer(text):
             ls, le = m.start(), m.end()
+            if ls == le:
+                continue
             ce = le - len(m.group(1))
-            if ls == le or not any(mask[ls:le]):
-                continue
             kept = [i for i in range(ls, ce) if not mask[i]]
-            if all(text[i] in " \t" for i in kept):
-                self.delete(ls, le)
+            if any(mask[ls:le]):
+                if all(text[i] in " \t" for i in kept):
+                    # A line that began in the output drops whole; one joined onto the line above
+                    # (its break was deleted) keeps its own break to end that line.
+                    self.delete(ls, le if at_line_start else ce)
+                    kept = []
+                elif text[kept[-1]] in " \t" and any(mask[kept[-1] + 1:ce]):
+                    i = kept[-1]
+                    while i >= ls and (mask[i] or text[i] in " \t"):
+                        mask[i] = 1
+                        i -= 1
+            if ce < le and not mask[ce]:
+                at_line_start = True
+            elif kept:
+                at_line_start = False
+
+    def _join_gaps(self) -> None:
+        """Whitespace (line breaks too) between two deleted pieces goes with them."""
+        text, mask = self.text, self.mask
+        i, n = 0, len(text)
+        while i < n:
+            if mask[i] or text[i] not in " \t\r\n" or i == 0 or not mask[i - 1]:
+                i += 1
                 continue
-            last = kept[-1]
-            if text[last] in " \t" and any(mask[last + 1:ce]):
-                i = last
-                while i >= ls and (mask[i] or text[i] in " \t"):
-                    mask[i] = 1
-                    i -= 1
+            j = i
+            while j < n and not mask[j] and text[j] in " \t\r\n":
+                j += 1
+            if j < n and mask[j]:
+                self.delete(i, j)
+            i = j
 
     def result(self) -> str:
+        self._join_gaps()
         self._tidy_lines()
         text, mask = self.text, self.mask
         out: list[str] = []
@@ -156,11 +179,12 @@ def _plan_list(sp: _Splice, text: str, arr: Node, update: ListUpdate, unit: str,
             j += 1
         for k in range(i, j + 1):
             sp.delete(items[k].start, items[k].end)
-        # The commas after our elements go. At the end of the list the user's element before ours
-        # keeps its comma only when ours had a trailing one (so a trailing comma stays trailing).
-        commas = list(arr.commas[i:j + 1])
-        if j + 1 == n and i > 0 and arr.commas[j] is None:
-            commas.append(arr.commas[i - 1])
+        if j + 1 < n:  # the user's element after ours: the commas after ours go
+            commas = arr.commas[i:j + 1]
+        elif i > 0:  # ours end the list: the comma before ours goes, a trailing one stays trailing
+            commas = arr.commas[i - 1:j]
+        else:  # ours were all there was
+            commas = arr.commas[i:j + 1]
         for c in commas:
             if c is not None:
                 sp.delete(c, c + 1)
