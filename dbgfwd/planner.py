@@ -154,7 +154,7 @@ def assign_local_ports(
         used.add(port)
         out.append(PlannedRank(**vars(slot), local_port=port))
     # Ranks whose preferred port was busy get the next free ports above the plan, in rank order.
-    cursor = max([local_base + (slots[-1].rank if slots else 0)] + [p.local_port for p in out]) + 1
+    cursor = local_base + (slots[-1].rank if slots else 0) + 1
     for slot in pending:
         while cursor <= MAX_PORT and not usable(cursor):
             cursor += 1
