@@ -15,7 +15,7 @@ from dbgfwd.console import console
 from dbgfwd.errors import UsageError
 from dbgfwd.state import session_path
 from dbgfwd.vscode import LaunchOptions, generate, plan_changes, render_diff, update_launch_json
-from dbgfwd.vscode.plan import PlanRequest, entries_from_plan, entries_from_session, select
+from dbgfwd.vscode.plan import PlanRequest, entries_from_plan, entries_from_session, remember_ports, select
 
 HELP = (
     "Write one attach config per rank, a 'dbgfwd: all ranks' compound and its wait task into "
@@ -50,7 +50,7 @@ def gen_launch(
     only_set = o.rank_set(only)
     if ranks is not None:
         request = PlanRequest(ranks, base_port, local_base_port, ranks_per_node, only_set)
-        entries = entries_from_plan(request, workspace, remember=not (dry_run or json_out))
+        entries = entries_from_plan(request, workspace)
     else:
         found = entries_from_session(session_path(workspace))
         if found is None:
@@ -81,6 +81,8 @@ def gen_launch(
         typer.echo(diff if diff else "no changes", nl=not diff)
         return
     result = update_launch_json(path, entries, options)
+    if ranks is not None:
+        remember_ports(workspace, entries)
     if not (result.changed or result.tasks_changed):
         console.info(f"{_shown(result.path)}: up to date ({len(entries)} ranks)")
         return

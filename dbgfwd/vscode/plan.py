@@ -68,18 +68,25 @@ class PlanRequest:
     only: frozenset[int] | None = None
 
 
-def entries_from_plan(request: PlanRequest, workspace: Path, remember: bool = True) -> list[AttachEntry]:
-    """Lay the ranks out with the port planner, reusing and (if `remember`) saving ports.json."""
+def entries_from_plan(request: PlanRequest, workspace: Path) -> list[AttachEntry]:
+    """Lay the ranks out with the port planner, reusing the ports remembered in ports.json."""
     slots = planner.filter_ranks(
         planner.layout(request.world_size, request.ranks_per_node, request.base_port), request.only)
-    memory = planner.PortMemory(state.ports_path(Path(workspace)))
     strict = request.local_base_port is not None
     local_base = request.local_base_port if strict else request.base_port
-    planned = planner.assign_local_ports(slots, local_base, remembered=memory.load(), strict=strict)
-    if remember:
-        memory.save(planned)
+    planned = planner.assign_local_ports(slots, local_base, remembered=_memory(workspace).load(), strict=strict)
     return [AttachEntry(rank=p.rank, local_port=p.local_port, node=p.node, local_rank=p.local_rank)
             for p in planned]
+
+
+def remember_ports(workspace: Path, entries: list[AttachEntry]) -> None:
+    """Save rank -> local port so a later `dbgfwd attach` serves the ports launch.json names."""
+    _memory(workspace).save(planner.PlannedRank(rank=e.rank, node=e.node, node_index=0, local_rank=e.local_rank,
+                                                remote_port=0, local_port=e.local_port) for e in entries)
+
+
+def _memory(workspace: Path) -> planner.PortMemory:
+    return planner.PortMemory(state.ports_path(Path(workspace)))
 
 
 def select(entries: list[AttachEntry], only: frozenset[int] | None) -> list[AttachEntry]:
