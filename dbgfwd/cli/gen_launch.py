@@ -67,9 +67,12 @@ def gen_launch(
         if missing:
             raise UsageError(f"--compound {spec} names ranks not in the plan: {','.join(map(str, missing))}")
         subsets.append(tuple(sorted(members)))
-    options = LaunchOptions(local_root=local_root, remote_root=remote_root, just_my_code=just_my_code,
-                            compounds=tuple(subsets), compound_per_node=compound_per_node, wait_task=wait_task)
+    from dbgfwd.session import task_workspace, wait_command
+
     path = launch_json or workspace / ".vscode" / "launch.json"
+    options = LaunchOptions(local_root=local_root, remote_root=remote_root, just_my_code=just_my_code,
+                            compounds=tuple(subsets), compound_per_node=compound_per_node, wait_task=wait_task,
+                            wait_command=wait_command(), workspace=task_workspace(path, workspace))
     if json_out:
         changes = plan_changes(path, entries, options)
         console.emit_json({"launch_json": str(changes[0].path),

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from dbgfwd import templates
+from dbgfwd import envvars, templates
 from dbgfwd.errors import UsageError
 from dbgfwd.vscode.model import AttachEntry, LaunchOptions
 
@@ -91,7 +91,10 @@ def _wait_task(label: str, ranks: Sequence[int], options: LaunchOptions) -> dict
     task = templates.load_json("wait_task.json", {
         "label": label, "command": argv[0], "args": argv[1:] + ["wait", "--ranks", format_ranks(ranks)],
     })
-    task["options"] = {"env": {TASK_MARKER_ENV: "1"}}
+    env = {TASK_MARKER_ENV: "1"}
+    if options.workspace:
+        env[envvars.WORKSPACE] = options.workspace
+    task["options"] = {"env": env}
     return task
 
 

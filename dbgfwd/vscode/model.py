@@ -27,6 +27,7 @@ class LaunchOptions:
     compound_per_node: bool = False
     wait_task: bool = True  # compounds get a preLaunchTask running `dbgfwd wait` (tasks.json)
     wait_command: str = "dbgfwd"  # how that task invokes dbgfwd ("python -m dbgfwd" works too)
+    workspace: str | None = None  # set when launch.json is not in <workspace>/.vscode: the task must be told
 
 
 @dataclass(frozen=True)

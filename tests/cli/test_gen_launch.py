@@ -119,3 +119,23 @@ def test_generated_config_hits_a_mapped_breakpoint_through_a_real_forward(tmp_pa
             assert bg.stop() == 0, bg.output()
         for r in ranks:
             r.stop()
+
+
+def test_wait_task_is_told_the_workspace_when_launch_json_lives_elsewhere(tmp_path, port_block):
+    import json as _json
+
+    base = str(port_block(2, start=41000))
+
+    from tests.support.cli import run, strip_jsonc
+
+    ws, elsewhere = tmp_path / "ws", tmp_path / "other" / ".vscode"
+    ws.mkdir()
+    res = run("gen-launch", "--ranks", "2", "--local-base-port", base, "--workspace", str(ws),
+              "--launch-json", str(elsewhere / "launch.json"))
+    assert res.returncode == 0, res.stderr
+    tasks = _json.loads(strip_jsonc((elsewhere / "tasks.json").read_text()))["tasks"]
+    assert tasks and all(t["options"]["env"]["DBGFWD_WORKSPACE"] == str(ws.resolve()) for t in tasks)
+    assert (ws / ".dbgfwd" / ".gitignore").read_text() == "*\n"
+    res = run("gen-launch", "--ranks", "2", "--local-base-port", base, "--workspace", str(ws))
+    tasks = _json.loads(strip_jsonc((ws / ".vscode" / "tasks.json").read_text()))["tasks"]
+    assert all("DBGFWD_WORKSPACE" not in t["options"]["env"] for t in tasks)
