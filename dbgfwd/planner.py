@@ -203,6 +203,10 @@ class PortMemory:
         for p in planned:
             ports[p.rank] = p.local_port
         data = {"version": 1, "ports": {str(k): v for k, v in sorted(ports.items())}}
+        if self.path.parent.name == ".dbgfwd":
+            from dbgfwd.state import ensure_state_dir
+
+            ensure_state_dir(self.path.parent.parent)
         atomic_write_text(self.path, json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
