@@ -6,7 +6,7 @@ import pytest
 
 from dbgfwd.providers.batch.ssm import message as m
 from dbgfwd.providers.batch.ssm.smux import FIN, PSH, SmuxClient, frame
-from tests.support.ssm_agent import _pack, _parse
+from tests.support.ssm_wire import _pack, _parse
 
 
 def test_roundtrip_and_independent_parse():
