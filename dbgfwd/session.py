@@ -52,11 +52,19 @@ def make_engine(opts: AttachOptions, on_plan_change=None, on_state_change=None) 
     cls = providers.choose(opts.provider, config)
     provider = cls(config)
     shares = Capability.SHARES_LOCAL_PORTS in cls.capabilities
+    ranks_per_node = opts.ranks_per_node
+    if (ranks_per_node is None and opts.expected_ranks is None
+            and Capability.OUT_OF_BAND_READINESS not in cls.capabilities):
+        # No markers can be read through this provider, so nothing would ever say how many ranks a
+        # node runs: plan one and say so, rather than planning nothing in silence.
+        ranks_per_node = 1
+        log.warning("the %s provider cannot read rank markers: assuming 1 rank per node "
+                    "(pass --ranks-per-node N for more)", cls.name)
     local_base = opts.local_base_port
     if local_base is None:
         local_base = opts.base_port + 1000 if shares else opts.base_port
     plan = PlanSettings(base_port=opts.base_port, local_base_port=local_base,
-                        strict_local_ports=opts.local_base_port is not None, ranks_per_node=opts.ranks_per_node,
+                        strict_local_ports=opts.local_base_port is not None, ranks_per_node=ranks_per_node,
                         only=opts.only, expected_ranks=opts.expected_ranks)
     settings = EngineSettings(bind_host=opts.bind_host, client_wait=opts.client_wait)
     memory = PortMemory(state.ports_path(opts.workspace))
@@ -203,6 +211,9 @@ def run_attach(opts: AttachOptions, console: Console,
             engine.start()
         writer.start()
         writer.write_now()
+        if engine.targets and not engine.snapshot():
+            console.warn(f"found {len(engine.targets)} target(s) but no ranks yet: waiting for rank markers "
+                         "(start ranks with dbgfwd-rank, or pass --ranks-per-node N)")
         if on_ready:
             on_ready(engine)
         deadline = None if opts.duration is None else time.monotonic() + opts.duration
