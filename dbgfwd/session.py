@@ -52,11 +52,19 @@ def make_engine(opts: AttachOptions, on_plan_change=None, on_state_change=None) 
     cls = providers.choose(opts.provider, config)
     provider = cls(config)
     shares = Capability.SHARES_LOCAL_PORTS in cls.capabilities
+    ranks_per_node = opts.ranks_per_node
+    if (ranks_per_node is None and opts.expected_ranks is None
+            and Capability.OUT_OF_BAND_READINESS not in cls.capabilities):
+        # No markers can be read through this provider, so nothing would ever say how many ranks a
+        # node runs: plan one and say so, rather than planning nothing in silence.
+        ranks_per_node = 1
+        log.warning("the %s provider cannot read rank markers: assuming 1 rank per node "
+                    "(pass --ranks-per-node N for more)", cls.name)
     local_base = opts.local_base_port
     if local_base is None:
         local_base = opts.base_port + 1000 if shares else opts.base_port
     plan = PlanSettings(base_port=opts.base_port, local_base_port=local_base,
-                        strict_local_ports=opts.local_base_port is not None, ranks_per_node=opts.ranks_per_node,
+                        strict_local_ports=opts.local_base_port is not None, ranks_per_node=ranks_per_node,
                         only=opts.only, expected_ranks=opts.expected_ranks)
     settings = EngineSettings(bind_host=opts.bind_host, client_wait=opts.client_wait)
     memory = PortMemory(state.ports_path(opts.workspace))
@@ -78,8 +86,11 @@ class LaunchWriter:
             return
         from dbgfwd.vscode import AttachEntry, LaunchOptions, update_launch_json
 
+        # An explicit --remote-root wins over what the provider inferred for each rank.
+        inferred = self.opts.remote_root is None
         entries = [AttachEntry(rank=r.planned.rank, local_port=r.planned.local_port, node=r.target_name,
-                               local_rank=r.planned.local_rank, remote_root=r.remote_root) for r in ranks]
+                               local_rank=r.planned.local_rank, remote_root=r.remote_root if inferred else None)
+                   for r in ranks]
         key = tuple(entries)
         if key == self._last:
             return
@@ -87,10 +98,31 @@ class LaunchWriter:
         tasks = self.path.parent / "tasks.json"
         result = update_launch_json(self.path, entries,
                                     LaunchOptions(local_root=self.opts.local_root, remote_root=self.opts.remote_root,
-                                                  just_my_code=self.opts.just_my_code),
+                                                  just_my_code=self.opts.just_my_code,
+                                                  wait_command=wait_command(),
+                                                  workspace=task_workspace(self.path, self.opts.workspace)),
                                     tasks_path=tasks)
         if result.changed:
             self.console.info(f"wrote {len(entries)} attach configs to {self.path}")
+
+
+def wait_command() -> str:
+    """How a VS Code task should run dbgfwd: `dbgfwd` when that is this installation, else this Python."""
+    import shlex
+    import shutil
+    import sys
+
+    found = shutil.which("dbgfwd")
+    if found and Path(found).resolve().parent == Path(sys.executable).resolve().parent:
+        return "dbgfwd"
+    return f"{shlex.quote(sys.executable)} -m dbgfwd"
+
+
+def task_workspace(launch_json: Path, workspace: Path) -> str | None:
+    """The workspace to hand the wait task when VS Code's folder (launch.json's) is not the workspace."""
+    if Path(launch_json).resolve().parent.parent == Path(workspace).resolve():
+        return None
+    return str(Path(workspace).resolve())
 
 
 class SessionWriter:
@@ -179,6 +211,9 @@ def run_attach(opts: AttachOptions, console: Console,
             engine.start()
         writer.start()
         writer.write_now()
+        if engine.targets and not engine.snapshot():
+            console.warn(f"found {len(engine.targets)} target(s) but no ranks yet: waiting for rank markers "
+                         "(start ranks with dbgfwd-rank, or pass --ranks-per-node N)")
         if on_ready:
             on_ready(engine)
         deadline = None if opts.duration is None else time.monotonic() + opts.duration
