@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -144,6 +145,7 @@ class K8sServer:
 
     def __init__(self, token: str = "test-token-5f3a", root: Path | None = None):
         self.token = token
+        self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="dbgfwd-k8s-", dir="/var/tmp"))
         self.namespaces = {"default"}
         self.denied: set[tuple[str, str]] = set()  # (verb, resource) the test user may not do
@@ -180,6 +182,8 @@ class K8sServer:
         for pod in list(self.pods.values()):
             if pod.runtime:
                 pod.runtime.stop()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def kubeconfig(self, path: Path, namespace: str | None = None, token: str | None = None,
                    context: str = "test") -> Path:
