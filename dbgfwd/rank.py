@@ -17,6 +17,7 @@ import os
 import runpy
 import signal
 import sys
+from typing import NoReturn
 
 from dbgfwd import envvars, markers, rankenv
 
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(msg: str, code: int) -> "NoReturn":  # noqa: F821
+def _fail(msg: str, code: int) -> NoReturn:
     print(f"dbgfwd-rank: error: {msg}", file=sys.stderr)
     sys.exit(code)
 

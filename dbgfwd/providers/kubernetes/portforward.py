@@ -17,7 +17,7 @@ import threading
 import time
 
 from dbgfwd.errors import UpstreamError
-from dbgfwd.providers.kubernetes import frames
+from dbgfwd import wsframes as frames
 from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
@@ -37,7 +37,7 @@ class PortForwardStream:
         self.port = port
         self.pod = pod
         self._b64 = ws.subprotocol == V4_BASE64
-        self._reader = frames.FrameReader(ws.sock, ws.pong)
+        self._reader = frames.FrameReader(ws.sock.recv, ws.pong)
         self._send_lock = ws.lock  # websocket-client's own: its pings and our frames never interleave
         self._buf = b""
         self._prefixes: set[int] = set()
@@ -157,9 +157,9 @@ class PortForwardStream:
         if self._closed or self._eof:
             raise BrokenPipeError(f"port-forward to pod {self.pod} is closed")
         if self._b64:
-            frame = frames.encode(frames.OP_TEXT, b"0" + base64.b64encode(data))
+            frame = frames.encode_frame(frames.OP_TEXT, b"0" + base64.b64encode(data))
         else:
-            frame = frames.encode(frames.OP_BINARY, b"\x00" + data)
+            frame = frames.encode_frame(frames.OP_BINARY, b"\x00" + data)
         try:
             with self._send_lock:
                 self._ws.sock.sendall(frame)
@@ -177,7 +177,7 @@ class PortForwardStream:
         if not self._send_lock.acquire(timeout=0.05):
             return
         try:
-            self._ws.sock.sendall(frames.encode(frames.OP_PING, b"dbgfwd"))
+            self._ws.sock.sendall(frames.encode_frame(frames.OP_PING, b"dbgfwd"))
         except (OSError, AttributeError):
             self._eof = True
         finally:
@@ -206,7 +206,7 @@ class PortForwardStream:
             return
         try:
             if self._ws.sock is not None:
-                self._ws.sock.sendall(frames.encode(frames.OP_CLOSE, struct.pack(">H", 1000)))
+                self._ws.sock.sendall(frames.encode_frame(frames.OP_CLOSE, struct.pack(">H", 1000)))
         except OSError:
             pass
         finally:

@@ -15,7 +15,9 @@ import struct
 import threading
 from urllib.parse import urlsplit
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+from dbgfwd.wsframes import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader,  # noqa: F401
+                             encode_frame)
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -24,53 +26,12 @@ class WebSocketError(OSError):
     """The websocket failed or was closed (by either side)."""
 
 
-class _RandomPool:
-    """os.urandom in 64 KiB draws: a fresh mask key per frame without a syscall per frame."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._buf = b""
-        self._pos = 0
-
-    def take(self, n: int) -> bytes:
-        with self._lock:
-            if self._pos + n > len(self._buf):
-                self._buf, self._pos = os.urandom(65536), 0
-            out = self._buf[self._pos:self._pos + n]
-            self._pos += n
-            return out
-
-
-random_bytes = _RandomPool().take
-
-
-def _mask(key: bytes, data: bytes) -> bytes:
-    n = len(data)
-    if not n:
-        return data
-    pad = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
-
-
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack(">BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, n)
-    key = random_bytes(4)
-    return head + key + _mask(key, payload)
-
-
 class WebSocket:
     """A connected client websocket. `send*` are thread-safe; `recv` belongs to one reader thread."""
 
     def __init__(self, sock: socket.socket, leftover: bytes = b""):
         self._sock = sock
-        self._buf = bytearray(leftover)
+        self._reader = FrameReader(sock.recv, self._pong, leftover, max_message=MAX_MESSAGE)
         self._send_lock = threading.Lock()
         self.closed = False
 
@@ -144,76 +105,29 @@ class WebSocket:
     # ---- receiving ----
     def has_buffered_frame(self) -> bool:
         """True when a complete frame is already buffered (recv() would not block)."""
-        buf = self._buf
-        if len(buf) < 2:
-            return False
-        n, off = buf[1] & 0x7F, 2
-        if n == 126:
-            if len(buf) < 4:
-                return False
-            n, off = int.from_bytes(buf[2:4], "big"), 4
-        elif n == 127:
-            if len(buf) < 10:
-                return False
-            n, off = int.from_bytes(buf[2:10], "big"), 10
-        if buf[1] & 0x80:
-            off += 4
-        return len(buf) >= off + n
+        return self._reader.has_frame()
 
-    def _fill(self, n: int) -> None:
-        while len(self._buf) < n:
-            try:
-                chunk = self._sock.recv(262144)
-            except OSError as exc:
-                raise WebSocketError(f"websocket receive failed: {exc}") from None
-            if not chunk:
-                raise WebSocketError("websocket closed by peer")
-            self._buf += chunk
-
-    def _take(self, n: int) -> bytes:
-        self._fill(n)
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+    def _pong(self, payload: bytes) -> None:
+        try:
+            self.send_frames([encode_frame(OP_PONG, payload)])
+        except WebSocketError:
+            pass
 
     def recv(self) -> tuple[int, bytes]:
         """Next data message as (opcode, payload). Answers pings; raises WebSocketError on close."""
-        parts: list[bytes] = []
-        opcode = None
-        while True:
-            b0, b1 = self._take(2)
-            fin, op, masked, n = b0 & 0x80, b0 & 0x0F, b1 & 0x80, b1 & 0x7F
-            if n == 126:
-                (n,) = struct.unpack(">H", self._take(2))
-            elif n == 127:
-                (n,) = struct.unpack(">Q", self._take(8))
-            if n > MAX_MESSAGE:
-                raise WebSocketError(f"websocket frame of {n} bytes is too large")
-            key = self._take(4) if masked else b""
-            payload = self._take(n)
-            if masked:
-                payload = _mask(key, payload)
-            if op == OP_PING:
-                try:
-                    self.send_frames([encode_frame(OP_PONG, payload)])
-                except WebSocketError:
-                    pass
-                continue
-            if op == OP_PONG:
-                continue
-            if op == OP_CLOSE:
-                try:
-                    self.send_frames([encode_frame(OP_CLOSE, payload[:2])])
-                except WebSocketError:
-                    pass
-                self.close()
-                code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
-                raise WebSocketError(f"websocket closed by peer (code {code})")
-            if op != OP_CONT:
-                opcode = op
-            parts.append(payload)
-            if fin:
-                return opcode if opcode is not None else OP_BINARY, b"".join(parts)
+        try:
+            op, payload = self._reader.message()
+        except (OSError, EOFError) as exc:
+            raise WebSocketError(f"websocket receive failed: {exc}") from None
+        if op == OP_CLOSE:
+            try:
+                self.send_frames([encode_frame(OP_CLOSE, payload[:2])])
+            except WebSocketError:
+                pass
+            self.close()
+            code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
+            raise WebSocketError(f"websocket closed by peer (code {code})")
+        return op, payload
 
     def close(self) -> None:
         with self._send_lock:
