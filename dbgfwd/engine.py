@@ -45,6 +45,9 @@ class EngineSettings:
     poll_interval: float = 1.0  # readiness probe of targets with ranks not ready
     settled_poll_interval: float = 5.0  # probe of targets whose ranks are all ready
     rediscover_interval: float = 2.0
+    # While discovery keeps returning the same targets and every rank is ready, the interval doubles
+    # up to this (256 ranks re-read every 2 s cost ~1% of a core); any change resets it.
+    rediscover_max: float = 10.0
     probe_workers: int = 16
 
 
@@ -153,6 +156,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=self.settings.probe_workers, thread_name_prefix="dbgfwd-probe")
         self.where = ""
         self._started = False
+        self._applied: tuple | None = None  # inputs of the last _apply_targets (skip identical passes)
 
     # ---------- lifecycle ----------
     def start(self) -> None:
@@ -252,8 +256,13 @@ class Engine:
         if new:
             self._plan_changed()
 
-    def _apply_targets(self, targets: Sequence[Target], initial: bool = False) -> None:
+    def _apply_targets(self, targets: Sequence[Target], initial: bool = False) -> bool:
+        """Fold a discovery (and the last probes' markers) into the plan. False: nothing new to apply."""
         with self._lock:
+            inputs = (list(targets), {k: getattr(v, "markers", ()) for k, v in self._probe_results.items()})
+            if not initial and inputs == self._applied:
+                return False
+            self._applied = inputs
             self._targets = {t.key: t for t in targets}
             known = [self._with_probed_ranks(t) for t in targets]
             slots = slots_for(known, self.plan.base_port, self.plan.ranks_per_node, self.plan.expected_ranks)
@@ -272,6 +281,7 @@ class Engine:
                     changed = True
         if changed or initial:
             self._plan_changed()
+        return True
 
     def _with_probed_ranks(self, target: Target) -> Target:
         """Fold ranks seen in the last probe's markers into the target."""
@@ -286,13 +296,17 @@ class Engine:
         last_discover = time.monotonic()
         last_keepalive = time.monotonic()
         rediscover = self.provider.has(Capability.REDISCOVERY)
+        discover_every = self.settings.rediscover_interval
         while not self._stop.wait(self.settings.poll_interval):
             now = time.monotonic()
             try:
-                if rediscover and now - last_discover >= self.settings.rediscover_interval:
+                if rediscover and now - last_discover >= discover_every:
                     last_discover = now
                     discovery = self.provider.discover()
-                    self._apply_targets(discovery.targets)
+                    if self._apply_targets(discovery.targets) or not self._settled():
+                        discover_every = self.settings.rediscover_interval
+                    else:
+                        discover_every = min(self.settings.rediscover_max, discover_every * 2)
                 self._probe_all()
                 if now - last_keepalive >= self.provider.keepalive_interval:
                     last_keepalive = now
@@ -304,6 +318,10 @@ class Engine:
                 self._set_reason_all(exc.message)
             except Exception as exc:  # never let the monitor die silently
                 log.exception("monitor error: %s", exc)
+
+    def _settled(self) -> bool:
+        with self._lock:
+            return all(r.ready and not r.retrying and not r.failed for r in self._ranks.values())
 
     def _set_reason_all(self, reason: str) -> None:
         with self._lock:
