@@ -43,6 +43,9 @@ class EngineSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 3.0
     poll_interval: float = 1.0  # readiness probe of targets with ranks not ready
+    # Probe interval of targets while a client waits for its rank: the probe seeing the rank back is
+    # what wakes the waiting client (instead of it sleeping out a backoff of up to backoff_max).
+    hot_poll_interval: float = 0.2
     settled_poll_interval: float = 5.0  # probe of targets whose ranks are all ready
     rediscover_interval: float = 2.0
     # While discovery keeps returning the same targets and every rank is ready, the interval doubles
@@ -100,6 +103,7 @@ class _Rank:
     bytes_up: int = 0  # of finished relays
     bytes_down: int = 0
     listener: object = None
+    wake_gen: int = 0  # bumped (under Engine._wake) when a waiting client should retry now
 
 
 def backoff_delays(initial: float, maximum: float) -> Iterable[float]:
@@ -151,6 +155,8 @@ class Engine:
         self._probe_results: dict[str, object] = {}
         self._last_probe: dict[str, float] = {}
         self._stop = threading.Event()
+        self._wake = threading.Condition()  # waiting clients sleep on it between upstream attempts
+        self._kick = threading.Event()  # wakes the monitor early (a client started waiting)
         self._acceptor = Acceptor(self._accepted)
         self._monitor: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=self.settings.probe_workers, thread_name_prefix="dbgfwd-probe")
@@ -182,6 +188,9 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
+        with self._wake:
+            self._wake.notify_all()
         if self._monitor:
             self._monitor.join(timeout=10)
         if self._started:
@@ -297,7 +306,12 @@ class Engine:
         last_keepalive = time.monotonic()
         rediscover = self.provider.has(Capability.REDISCOVERY)
         discover_every = self.settings.rediscover_interval
-        while not self._stop.wait(self.settings.poll_interval):
+        while True:
+            self._kick.wait(self.settings.hot_poll_interval if self._clients_waiting()
+                            else self.settings.poll_interval)
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             now = time.monotonic()
             try:
                 if rediscover and now - last_discover >= discover_every:
@@ -319,6 +333,10 @@ class Engine:
             except Exception as exc:  # never let the monitor die silently
                 log.exception("monitor error: %s", exc)
 
+    def _clients_waiting(self) -> bool:
+        with self._lock:
+            return any(r.retrying for r in self._ranks.values())
+
     def _settled(self) -> bool:
         with self._lock:
             return all(r.ready and not r.retrying and not r.failed for r in self._ranks.values())
@@ -335,11 +353,16 @@ class Engine:
         with self._lock:
             targets = list(self._targets.values())
             pending_keys = {r.target.key for r in self._ranks.values() if r.target and not r.ready}
+            hot_keys = {r.target.key for r in self._ranks.values() if r.target and r.retrying}
         now = time.monotonic()
         due = []
         for t in targets:
-            interval = self.settings.poll_interval if (t.key in pending_keys or not t.ranks) else \
-                self.settings.settled_poll_interval
+            if t.key in hot_keys:
+                interval = self.settings.hot_poll_interval
+            elif t.key in pending_keys or not t.ranks:
+                interval = self.settings.poll_interval
+            else:
+                interval = self.settings.settled_poll_interval
             if force or now - self._last_probe.get(t.key, 0.0) >= interval:
                 due.append(t)
         results = {}
@@ -349,6 +372,7 @@ class Engine:
                 results[key] = fut.result()
                 self._last_probe[key] = now
         changed_ranks = False
+        wake = []
         with self._lock:
             self._probe_results.update({k: v for k, v in results.items() if v is not None})
             for r in self._ranks.values():
@@ -368,12 +392,19 @@ class Engine:
                                 ready = res.port_ready(m.port)
                 else:
                     continue
+                if ready and r.retrying:
+                    wake.append(r)  # its rank is (back) up: the waiting clients retry now
                 if ready != r.ready:
                     r.ready = ready
                     if ready:
                         r.failed = ""
                         r.reason = ""
                     changed_ranks = True
+        if wake:
+            with self._wake:
+                for r in wake:
+                    r.wake_gen += 1
+                self._wake.notify_all()
         # Markers may reveal ranks not planned yet (a job still starting).
         if results and any(getattr(v, "markers", ()) for v in results.values()):
             self._apply_targets(list(self._targets.values()))
@@ -444,16 +475,23 @@ class Engine:
                     waiting = True
                     with self._lock:
                         rank.retrying += 1
+                    self._kick.set()  # the monitor switches to hot probing of this target
                     self._state_changed()
                 if time.monotonic() > deadline or client_gone(client):
                     return None
-                self._stop.wait(min(next(delays), max(0.0, deadline - time.monotonic())))
+                self._sleep_unless_woken(rank, min(next(delays), max(0.0, deadline - time.monotonic())))
             return None
         finally:
             if waiting:
                 with self._lock:
                     rank.retrying -= 1
                 self._state_changed()
+
+    def _sleep_unless_woken(self, rank: _Rank, delay: float) -> None:
+        """Back off for `delay`, or less if a probe sees the rank come back (or the engine stops)."""
+        with self._wake:
+            gen = rank.wake_gen
+            self._wake.wait_for(lambda: rank.wake_gen != gen or self._stop.is_set(), timeout=delay)
 
     def _relay_done(self, rank: _Rank, relay: Relay) -> None:
         with self._lock:
