@@ -109,9 +109,16 @@ def _rank_main(listener: socket.socket, rank: int, local_rank: int, marker_dir: 
     return listener
 
 
+ACCEPT_LOG: Path | None = None
+
+
 def _accept_forever(listener: socket.socket) -> None:
     while True:
-        conn, _ = listener.accept()
+        conn, peer = listener.accept()
+        if ACCEPT_LOG is not None:  # one line per connection: tests count who connected, and when
+            fd = os.open(ACCEPT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(fd, f"{time.monotonic():.6f} {peer[1]}\n".encode())
+            os.close(fd)
         threading.Thread(target=_serve, args=(conn,), daemon=True).start()
 
 
@@ -122,7 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--local-rank", type=int, default=None)
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--marker-dir", type=Path, default=None, help="write a rank marker here (none if omitted)")
+    p.add_argument("--accept-log", type=Path, default=None, help="append a line per accepted connection")
     args = p.parse_args(argv)
+    global ACCEPT_LOG
+    ACCEPT_LOG = args.accept_log
     if args.marker_dir is not None:
         import dbgfwd.markers  # noqa: F401  (once, before any fork)
 
@@ -200,7 +210,8 @@ class EchoServer:
 
     @classmethod
     def start(cls, port: int = 0, rank: int = 0, marker_dir: Path | None = None, count: int = 1,
-              local_rank: int | None = None, timeout: float = 60.0) -> "EchoServer":
+              local_rank: int | None = None, timeout: float = 60.0,
+              accept_log: Path | None = None) -> "EchoServer":
         import subprocess
 
         cmd = [sys.executable, "-S", __file__, "--port", str(port), "--rank", str(rank), "--count", str(count)]
@@ -208,6 +219,8 @@ class EchoServer:
             cmd += ["--local-rank", str(local_rank)]
         if marker_dir is not None:
             cmd += ["--marker-dir", str(marker_dir)]
+        if accept_log is not None:
+            cmd += ["--accept-log", str(accept_log)]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
