@@ -121,7 +121,7 @@ class Console:
     def error(self, message: str, hint: str | None = None) -> None:
         line = f"dbgfwd: error: {redact(message)}"
         if hint:
-            line += f"; {redact(hint)}"
+            line = f"{line.rstrip('.')}; {redact(hint)}"
         self.err.print(line, style="bold red", markup=False, highlight=False, soft_wrap=True)
 
     def traceback(self) -> None:

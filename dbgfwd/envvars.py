@@ -20,4 +20,4 @@ ALL = {
 
 
 def help_text() -> str:
-    return "\n".join(f"{k}: {v}" for k, v in ALL.items())
+    return "\n".join(f"  {k}\n      {v}" for k, v in ALL.items())

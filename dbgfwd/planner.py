@@ -154,7 +154,7 @@ def assign_local_ports(
         used.add(port)
         out.append(PlannedRank(**vars(slot), local_port=port))
     # Ranks whose preferred port was busy get the next free ports above the plan, in rank order.
-    cursor = max([local_base + (slots[-1].rank if slots else 0)] + [p.local_port for p in out]) + 1
+    cursor = local_base + (slots[-1].rank if slots else 0) + 1
     for slot in pending:
         while cursor <= MAX_PORT and not usable(cursor):
             cursor += 1
@@ -203,6 +203,10 @@ class PortMemory:
         for p in planned:
             ports[p.rank] = p.local_port
         data = {"version": 1, "ports": {str(k): v for k, v in sorted(ports.items())}}
+        if self.path.parent.name == ".dbgfwd":
+            from dbgfwd.state import ensure_state_dir
+
+            ensure_state_dir(self.path.parent.parent)
         atomic_write_text(self.path, json.dumps(data, indent=2) + "\n", mode=0o600)
 
 

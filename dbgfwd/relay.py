@@ -18,6 +18,10 @@ from typing import Callable
 log = logging.getLogger("dbgfwd.relay")
 
 BUFFER_SIZE = 256 * 1024
+# After one side closed its half, how long the other direction may sit idle before both are closed.
+# Some transports (Kubernetes port-forward websockets) have no half-close, so without this a relay
+# whose client left could wait forever on an upstream that never answers EOF.
+HALF_CLOSE_LINGER = 10.0
 
 
 class Counters:
@@ -73,7 +77,7 @@ class Relay:
     """Pumps one client <-> upstream pair until both directions are done; then closes both."""
 
     def __init__(self, client: socket.socket, upstream, on_done: Callable[["Relay"], None] | None = None,
-                 buffer_size: int = BUFFER_SIZE, name: str = "relay"):
+                 buffer_size: int = BUFFER_SIZE, name: str = "relay", linger: float = HALF_CLOSE_LINGER):
         self.client = client
         self.upstream = upstream
         self.counters = Counters()
@@ -83,6 +87,7 @@ class Relay:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._remaining = 2
+        self._linger = linger
 
     def run(self) -> None:
         """Run in the calling thread (client -> upstream) plus one helper thread (upstream -> client)."""
@@ -103,6 +108,26 @@ class Relay:
             last = self._remaining == 0
         if last:
             self.close()
+        elif clean:
+            self._arm_linger(self._progress())
+
+    def _progress(self) -> int:
+        return self.counters.up + self.counters.down
+
+    def _arm_linger(self, seen: int) -> None:
+        def check() -> None:
+            if self.closed:
+                return
+            now = self._progress()
+            if now == seen:
+                log.debug("%s: other direction idle %.0fs after half-close; closing", self._name, self._linger)
+                self.close()
+            else:
+                self._arm_linger(now)
+
+        timer = threading.Timer(self._linger, check)
+        timer.daemon = True
+        timer.start()
 
     def close(self) -> None:
         with self._lock:

@@ -78,8 +78,11 @@ class LaunchWriter:
             return
         from dbgfwd.vscode import AttachEntry, LaunchOptions, update_launch_json
 
+        # An explicit --remote-root wins over what the provider inferred for each rank.
+        inferred = self.opts.remote_root is None
         entries = [AttachEntry(rank=r.planned.rank, local_port=r.planned.local_port, node=r.target_name,
-                               local_rank=r.planned.local_rank, remote_root=r.remote_root) for r in ranks]
+                               local_rank=r.planned.local_rank, remote_root=r.remote_root if inferred else None)
+                   for r in ranks]
         key = tuple(entries)
         if key == self._last:
             return
@@ -87,10 +90,31 @@ class LaunchWriter:
         tasks = self.path.parent / "tasks.json"
         result = update_launch_json(self.path, entries,
                                     LaunchOptions(local_root=self.opts.local_root, remote_root=self.opts.remote_root,
-                                                  just_my_code=self.opts.just_my_code),
+                                                  just_my_code=self.opts.just_my_code,
+                                                  wait_command=wait_command(),
+                                                  workspace=task_workspace(self.path, self.opts.workspace)),
                                     tasks_path=tasks)
         if result.changed:
             self.console.info(f"wrote {len(entries)} attach configs to {self.path}")
+
+
+def wait_command() -> str:
+    """How a VS Code task should run dbgfwd: `dbgfwd` when that is this installation, else this Python."""
+    import shlex
+    import shutil
+    import sys
+
+    found = shutil.which("dbgfwd")
+    if found and Path(found).resolve().parent == Path(sys.executable).resolve().parent:
+        return "dbgfwd"
+    return f"{shlex.quote(sys.executable)} -m dbgfwd"
+
+
+def task_workspace(launch_json: Path, workspace: Path) -> str | None:
+    """The workspace to hand the wait task when VS Code's folder (launch.json's) is not the workspace."""
+    if Path(launch_json).resolve().parent.parent == Path(workspace).resolve():
+        return None
+    return str(Path(workspace).resolve())
 
 
 class SessionWriter:

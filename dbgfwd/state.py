@@ -43,7 +43,8 @@ def ports_path(workspace: Path) -> Path:
     return state_dir(workspace) / PORTS_FILE
 
 
-def _ensure_state_dir(workspace: Path) -> None:
+def ensure_state_dir(workspace: Path) -> None:
+    """Create .dbgfwd/ (0700) with a .gitignore so its files are never committed."""
     d = state_dir(workspace)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     if d.stat().st_mode & 0o077:
@@ -67,7 +68,7 @@ def _redacted(value: Any) -> Any:
 
 
 def write_session(workspace: Path, payload: dict[str, Any]) -> None:
-    _ensure_state_dir(workspace)
+    ensure_state_dir(workspace)
     data = {"version": SESSION_VERSION, "pid": os.getpid(), "updated": time.time(), **_redacted(payload)}
     atomic_write_text(session_path(workspace), json.dumps(data, indent=2) + "\n", mode=0o600)
 

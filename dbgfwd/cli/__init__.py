@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from dbgfwd import __version__, envvars
@@ -21,6 +20,7 @@ dbgfwd finds the ranks of a job (local processes, SSH hosts, Kubernetes pods, AW
 forwards each rank's debugpy port to 127.0.0.1 on a stable local port, keeps the forwards alive,
 and writes one VS Code attach config per rank plus an "all ranks" compound.
 
+\b
 Start here:  dbgfwd demo            (local ranks, nothing to set up)
              dbgfwd attach --help   (your job)
 
@@ -77,6 +77,28 @@ def _register() -> None:
 _register()
 
 
+def _click_classes(name: str) -> tuple[type, ...]:
+    """`name` from click and from the click copy newer typer releases vendor (both may be in play)."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if cls is not None and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_NO_ARGS = _click_classes("NoArgsIsHelpError")
+_USAGE = _click_classes("UsageError")
+_EXIT = _click_classes("Exit")
+_ABORT = _click_classes("Abort")
+_CLICK = _click_classes("ClickException")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -86,21 +108,21 @@ def main(argv: list[str] | None = None) -> None:
             console.traceback()
         console.error(exc.message, exc.hint)
         sys.exit(int(exc.code))
-    except click.exceptions.NoArgsIsHelpError as exc:  # `dbgfwd` alone: help, exit 0... as click does
+    except _NO_ARGS as exc:  # `dbgfwd` alone: help, exit 0... as click does
         console.err.print(exc.format_message() if hasattr(exc, "format_message") else str(exc))
         sys.exit(int(ExitCode.USAGE))
-    except click.UsageError as exc:
+    except _USAGE as exc:
         cmd = exc.ctx.command_path if exc.ctx else "dbgfwd"
         console.error(exc.format_message(), f"see `{cmd} --help`")
         sys.exit(int(ExitCode.USAGE))
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _EXIT as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except _ABORT:
         console.error("interrupted")
         sys.exit(int(ExitCode.INTERRUPTED))
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
-    except click.ClickException as exc:
+    except _CLICK as exc:
         console.error(exc.format_message())
         sys.exit(int(ExitCode.USAGE))
     except Exception as exc:  # a bug: one line unless --debug

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 # name -> "module:Class". Add a provider here.
 REGISTRY: dict[str, str] = {
     "local": "dbgfwd.providers.local:LocalProvider",
+    "ssh": "dbgfwd.providers.ssh:SshProvider",
+    "batch": "dbgfwd.providers.batch:BatchProvider",
 }
 
 

@@ -1,0 +1,52 @@
+"""Package data: the skeletons dbgfwd fills in (launch.json entries, the wait task, the in-code snippet).
+
+Placeholders are `{{name}}`. A JSON string that is exactly one placeholder is replaced by the value
+itself (a number, a list, a boolean); a placeholder inside a longer string is replaced by its text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from typing import Any, Mapping
+
+_PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
+def read_text(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def substitute(text: str, values: Mapping[str, Any]) -> str:
+    """Replace every `{{name}}` in `text` with str(values[name]); a missing name is a KeyError."""
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
+
+
+def fill(obj: Any, values: Mapping[str, Any]) -> Any:
+    """A copy of the JSON value `obj` with its placeholders replaced by `values`."""
+    if isinstance(obj, dict):
+        return {k: fill(v, values) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [fill(v, values) for v in obj]
+    if isinstance(obj, str):
+        whole = _PLACEHOLDER.fullmatch(obj)
+        if whole:
+            return values[whole.group(1)]
+        return substitute(obj, values)
+    return obj
+
+
+def load_json(name: str, values: Mapping[str, Any]) -> Any:
+    return fill(json.loads(read_text(name)), values)
+
+
+def render_snippet(base_port: int, wait_rank: int | None) -> str:
+    """The in-code debugpy starter, reading ranks in the exact order of `rankenv.SOURCES`."""
+    from dbgfwd.rankenv import SOURCES
+
+    rows = "".join(f"\n        {(s.name, s.rank, s.local_rank, s.world_size)!r}," for s in SOURCES)
+    return substitute(read_text("snippet.py.tmpl"), {
+        "sources": f"({rows}\n    )", "base_port": int(base_port),
+        "wait_rank": "None" if wait_rank is None else int(wait_rank),
+    })

@@ -152,3 +152,25 @@ def test_no_connection_reaches_a_rank_port_without_a_client(tmp_path, port_block
     finally:
         bg.stop()
         listener.close()
+
+
+def test_plain_debugpy_listener_without_launcher_is_discovered(tmp_path, port_block):
+    import subprocess
+    import sys
+
+    base = port_block(2)
+    code = ("import debugpy, time\ndebugpy.listen(('127.0.0.1', %d))\nprint('up', flush=True)\n"
+            "time.sleep(120)\n" % (base + 1))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        res = cli.run("ls", "--provider", "local", "--runtime-dir", str(tmp_path / "none"), "--base-port", str(base),
+                      "--json")
+        assert res.returncode == 0, res.stderr
+        import json
+
+        data = json.loads(res.stdout)
+        assert [(r["rank"], r["local_rank"], r["remote_port"]) for r in data["ranks"]] == [(1, 1, base + 1)]
+    finally:
+        proc.kill()
+        proc.wait()

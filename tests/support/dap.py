@@ -66,15 +66,17 @@ class DapClient:
                     return ev
             if time.monotonic() > deadline:
                 raise DapError(f"timed out; events so far: {[e.get('event') for e in self.events]}")
-            msg = self._read_message()
-            if msg.get("type") == "response":
-                self._responses[msg["request_seq"]] = msg
-            elif msg.get("type") == "request":
-                # reverse requests (startDebugging, runInTerminal): answer success so the adapter goes on
-                self._send({"type": "response", "seq": self._next(), "request_seq": msg["seq"],
-                            "command": msg["command"], "success": True})
-            else:
-                self.events.append(msg)
+            self._dispatch(self._read_message())
+
+    def _dispatch(self, msg: dict) -> None:
+        if msg.get("type") == "response":
+            self._responses[msg["request_seq"]] = msg
+        elif msg.get("type") == "request":
+            # reverse requests (startDebugging, runInTerminal): answer success so the adapter goes on
+            self._send({"type": "response", "seq": self._next(), "request_seq": msg["seq"],
+                        "command": msg["command"], "success": True})
+        else:
+            self.events.append(msg)
 
     def _next(self) -> int:
         with self._lock:
@@ -95,14 +97,7 @@ class DapClient:
         while seq not in self._responses:
             if time.monotonic() > deadline:
                 raise DapError(f"no response to request {seq}")
-            msg = self._read_message()
-            if msg.get("type") == "response":
-                self._responses[msg["request_seq"]] = msg
-            elif msg.get("type") == "request":
-                self._send({"type": "response", "seq": self._next(), "request_seq": msg["seq"],
-                            "command": msg["command"], "success": True})
-            else:
-                self.events.append(msg)
+            self._dispatch(self._read_message())
         resp = self._responses.pop(seq)
         return resp
 

@@ -1,0 +1,380 @@
+"""The SSM data channel: reliable, ordered delivery of AgentMessages over one websocket.
+
+What it does (shared/PROTOCOLS.md, "SSM data channel"): sends the open message with the session
+token, acknowledges every stream-data message it receives, delivers them in sequence order through
+a reorder buffer (duplicates and old ones are re-acked and dropped), retransmits its own unacked
+messages after an adaptive RTO (200 ms .. 1 s), answers the Port-session handshake, and, when the
+websocket fails, asks for a new token (ResumeSession) and reconnects keeping all sequence state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from dbgfwd.errors import DbgfwdError, UpstreamError
+from dbgfwd.providers.batch.ssm import message as m
+from dbgfwd.providers.batch.ssm.wsock import OP_BINARY, WebSocket, WebSocketError, encode_frame
+
+log = logging.getLogger("dbgfwd.batch.ssm")
+
+CLIENT_VERSION = "1.2.694.0"  # > 1.2.331.0: agent uses smux without requiring NOP keepalives
+MUX_MIN_AGENT = (3, 0, 196, 0)
+CHUNK = 1024  # payload bytes per message, as the plugin sends
+WINDOW = 512  # messages in flight; more only adds queueing delay and spurious resends
+REORDER_CAPACITY = 10000
+RTO_MIN, RTO_MAX = 0.2, 1.0
+
+# resume(): -> (token, stream_url or None). Raises DbgfwdError when resuming is impossible.
+ResumeFn = Callable[[], "tuple[str, str | None]"]
+
+
+@dataclass
+class _Pending:
+    frame: bytes
+    first_sent: float
+    sent: float
+    retransmitted: bool = False
+
+
+@dataclass(frozen=True)
+class Handshake:
+    agent_version: str
+    session_type: str
+    properties: dict
+
+    @property
+    def multiplexed(self) -> bool:
+        return (self.properties.get("type") == "LocalPortForwarding"
+                and m.version_tuple(self.agent_version) >= MUX_MIN_AGENT)
+
+
+class DataChannel:
+    """One data channel. Thread-safe `send_output`; callbacks run on the reader thread."""
+
+    def __init__(self, stream_url: str, token: str, *, on_output: Callable[[bytes], None],
+                 on_closed: Callable[[str], None] = lambda reason: None,
+                 on_flag: Callable[[int], None] = lambda flag: None,
+                 resume: ResumeFn | None = None, resume_timeout: float = 120.0,
+                 connect_timeout: float = 10.0, label: str = "ssm",
+                 clock: Callable[[], float] = time.monotonic):
+        self._url = stream_url
+        self._token = token
+        self._on_output, self._on_closed, self._on_flag = on_output, on_closed, on_flag
+        self._resume, self._resume_timeout = resume, resume_timeout
+        self._connect_timeout = connect_timeout
+        self._label = label
+        self._clock = clock
+        self._client_id = str(__import__("uuid").uuid4())
+        self._ws: WebSocket | None = None
+        self._lock = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._window: dict[int, _Pending] = {}
+        self._out_seq = 0
+        self._in_seq = 0
+        self._reorder: dict[int, m.AgentMessage] = {}
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self.rto = RTO_MIN
+        self._paused = False
+        self._closing = False
+        self.connected = threading.Event()
+        self.handshake_done = threading.Event()
+        self.closed = threading.Event()
+        self.close_reason = ""
+        self.handshake: Handshake | None = None
+        self.resumes = 0
+        self.retransmits = 0
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        self._ws = self._dial(self._url, self._token)
+        self._token = ""  # single use; never kept around
+        self.connected.set()
+        for target, name in ((self._read_loop, "reader"), (self._retransmit_loop, "retransmit")):
+            t = threading.Thread(target=target, name=f"dbgfwd-{self._label}-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _dial(self, url: str, token: str) -> WebSocket:
+        ws = WebSocket.connect(url, timeout=self._connect_timeout)
+        ws.send_text(m.open_message(token, self._client_id, CLIENT_VERSION))
+        return ws
+
+    def wait_handshake(self, timeout: float) -> Handshake:
+        deadline = time.monotonic() + timeout
+        while not self.handshake_done.wait(0.05):
+            if self.closed.is_set():
+                raise UpstreamError(f"SSM session closed during the handshake: {self.close_reason}")
+            if time.monotonic() > deadline:
+                raise UpstreamError(f"SSM agent did not complete the handshake within {timeout:.0f}s")
+        assert self.handshake is not None
+        return self.handshake
+
+    def close(self, reason: str = "closed by dbgfwd") -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        if self._ws is not None:
+            self._ws.close()
+        self._mark_closed(reason)
+
+    def _mark_closed(self, reason: str) -> None:
+        with self._lock:
+            if self.closed.is_set():
+                return
+            self.close_reason = reason
+            self._closing = True
+            self.closed.set()
+            self.connected.set()  # wake waiters; they check `closed`
+            self._lock.notify_all()
+        log.debug("%s: data channel closed: %s", self._label, reason)
+        self._on_closed(reason)
+
+    # ---- sending ----
+    def send_output(self, data: bytes, payload_type: int = m.PT_OUTPUT) -> None:
+        """Queue `data` as input_stream_data messages (chunked); blocks while the window is full."""
+        with self._send_lock:
+            view = memoryview(data)
+            offsets = range(0, len(data), CHUNK) if data else [0]
+            batch: list[bytes] = []
+            for off in offsets:
+                with self._lock:
+                    while len(self._window) >= WINDOW or self._paused:
+                        if self._closing:
+                            break
+                        if batch:
+                            self._lock.release()
+                            try:
+                                self._write(batch)
+                            finally:
+                                self._lock.acquire()
+                            batch = []
+                            continue
+                        self._lock.wait(0.5)
+                    if self._closing:
+                        raise UpstreamError(f"SSM session is closed: {self.close_reason or 'closing'}")
+                    seq = self._out_seq
+                    self._out_seq += 1
+                    msg = m.AgentMessage(m.INPUT, seq, payload_type, bytes(view[off:off + CHUNK]))
+                    frame = encode_frame(OP_BINARY, msg.encode())
+                    now = self._clock()
+                    self._window[seq] = _Pending(frame, now, now)
+                batch.append(frame)
+            if batch:
+                self._write(batch)
+
+    def send_flag(self, flag: int) -> None:
+        self.send_output(flag.to_bytes(4, "big"), m.PT_FLAG)
+
+    def _write(self, frames: list[bytes]) -> None:
+        ws = self._ws
+        if ws is None or not self.connected.is_set():
+            return  # kept in the window; sent again after the reconnect
+        try:
+            ws.send_frames(frames)
+        except WebSocketError:
+            pass  # the reader notices and resumes
+
+    def ping(self) -> None:
+        ws = self._ws
+        if ws is not None and self.connected.is_set():
+            try:
+                ws.ping()
+            except WebSocketError:
+                pass
+
+    # ---- receiving ----
+    def _read_loop(self) -> None:
+        acks: list[bytes] = []
+        while not self._closing:
+            ws = self._ws
+            try:
+                op, data = ws.recv()
+            except WebSocketError as exc:
+                if self._closing:
+                    break
+                if not self._reconnect(str(exc)):
+                    break
+                continue
+            if op != OP_BINARY:
+                log.debug("%s: ignored a text message from the service", self._label)
+                continue
+            try:
+                msg = m.AgentMessage.decode(data)
+            except m.MessageError as exc:
+                log.warning("%s: dropped a corrupt message (%s); the agent will resend it", self._label, exc)
+                continue
+            try:
+                self._dispatch(msg, acks)
+            except DbgfwdError as exc:
+                self._mark_closed(exc.message)
+                break
+            if acks and (len(acks) >= 64 or not ws.has_buffered_frame()):
+                self._write(acks)
+                acks = []
+        if acks:
+            self._write(acks)
+
+    def _dispatch(self, msg: m.AgentMessage, acks: list[bytes]) -> None:
+        mtype = msg.message_type
+        if mtype == m.ACK:
+            self._on_ack(msg)
+        elif mtype == m.OUTPUT:
+            ahead = msg.sequence - self._in_seq
+            if ahead >= REORDER_CAPACITY:
+                return  # no room: not acked, so the agent resends it later
+            acks.append(encode_frame(OP_BINARY, m.ack_for(msg).encode()))
+            if ahead < 0:
+                return  # a duplicate of something delivered; re-acked above
+            if ahead > 0:
+                self._reorder[msg.sequence] = msg
+                return
+            self._deliver(msg)
+            self._in_seq += 1
+            while self._in_seq in self._reorder:
+                self._deliver(self._reorder.pop(self._in_seq))
+                self._in_seq += 1
+        elif mtype == m.CHANNEL_CLOSED:
+            self._write(acks)
+            acks.clear()
+            self._mark_closed(_closed_reason(msg.payload))
+        elif mtype == m.PAUSE_PUBLICATION:
+            with self._lock:
+                self._paused = True
+        elif mtype == m.START_PUBLICATION:
+            with self._lock:
+                self._paused = False
+                self._lock.notify_all()
+
+    def _on_ack(self, msg: m.AgentMessage) -> None:
+        try:
+            seq = int(msg.json()["AcknowledgedMessageSequenceNumber"])
+        except (ValueError, KeyError, TypeError):
+            log.debug("%s: ignored a malformed acknowledge", self._label)
+            return
+        with self._lock:
+            pending = self._window.pop(seq, None)
+            if pending is None:
+                return
+            if not pending.retransmitted:  # Karn: only unambiguous samples
+                self._rtt_sample(self._clock() - pending.first_sent)
+            self._lock.notify_all()
+
+    def _rtt_sample(self, rtt: float) -> None:
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self.rto = min(RTO_MAX, max(RTO_MIN, self._srtt + 4 * self._rttvar))
+
+    def _deliver(self, msg: m.AgentMessage) -> None:
+        ptype = msg.payload_type
+        if ptype == m.PT_HANDSHAKE_REQUEST:
+            self._answer_handshake(msg)
+        elif ptype == m.PT_HANDSHAKE_COMPLETE:
+            self.handshake_done.set()
+        elif ptype == m.PT_OUTPUT:
+            if self.handshake_done.is_set():
+                self._on_output(msg.payload)
+        elif ptype == m.PT_FLAG and len(msg.payload) >= 4:
+            self._on_flag(int.from_bytes(msg.payload[:4], "big"))
+        elif ptype in (m.PT_ERROR, m.PT_STDERR):
+            log.warning("%s: agent reported: %s", self._label, msg.payload[:200].decode("utf-8", "replace"))
+
+    def _answer_handshake(self, msg: m.AgentMessage) -> None:
+        try:
+            req = msg.json()
+            actions = req.get("RequestedClientActions") or []
+        except (ValueError, AttributeError):
+            raise UpstreamError("SSM agent sent an unreadable handshake request", retryable=False) from None
+        processed, errors = [], []
+        session_type, props = "", {}
+        for action in actions:
+            kind = action.get("ActionType")
+            if kind == "SessionType":
+                params = action.get("ActionParameters") or {}
+                session_type = params.get("SessionType", "")
+                props = params.get("Properties") or {}
+                processed.append({"ActionType": kind, "ActionStatus": 1})
+            else:  # KMSEncryption and anything newer: not supported natively
+                processed.append({"ActionType": kind, "ActionStatus": 2})
+                errors.append(f"{kind} is not supported by the dbgfwd native SSM client")
+        body = {"ClientVersion": CLIENT_VERSION, "ProcessedClientActions": processed,
+                "Errors": errors or None}
+        self.send_output(json.dumps(body).encode(), m.PT_HANDSHAKE_RESPONSE)
+        if errors:
+            raise UpstreamError(f"SSM session needs {'; '.join(errors)}",
+                                hint="use --ssm-backend plugin (session-manager-plugin) for this document",
+                                retryable=False)
+        self.handshake = Handshake(str(req.get("AgentVersion", "")), session_type, dict(props))
+
+    # ---- retransmission and resume ----
+    def _retransmit_loop(self) -> None:
+        while not self._closing:
+            time.sleep(0.05)
+            if not self.connected.is_set():
+                continue
+            now = self._clock()
+            with self._lock:
+                rto = self.rto
+                due = []
+                for p in self._window.values():
+                    if now - p.sent >= rto:
+                        p.sent, p.retransmitted = now, True
+                        due.append(p.frame)
+                        if len(due) >= 512:
+                            break
+            if due:
+                self.retransmits += len(due)
+                self._write(due)
+
+    def _reconnect(self, why: str) -> bool:
+        self.connected.clear()
+        if self._resume is None:
+            self._mark_closed(f"websocket failed ({why})")
+            return False
+        log.info("%s: websocket failed (%s); resuming the session", self._label, why)
+        deadline = time.monotonic() + self._resume_timeout
+        delay = 0.2
+        while not self._closing and time.monotonic() < deadline:
+            try:
+                token, url = self._resume()
+                if url:
+                    self._url = url
+                ws = self._dial(self._url, token)
+            except WebSocketError as exc:
+                log.debug("%s: resume attempt failed: %s", self._label, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except DbgfwdError as exc:
+                self._mark_closed(f"could not resume the session: {exc.message}")
+                return False
+            self._ws = ws
+            self.resumes += 1
+            with self._lock:
+                frames = [p.frame for p in self._window.values()]
+                now = self._clock()
+                for p in self._window.values():
+                    p.sent, p.retransmitted = now, True
+            self.connected.set()
+            self._write(frames)
+            return True
+        self._mark_closed(f"websocket failed ({why}) and the session could not be resumed")
+        return False
+
+
+def _closed_reason(payload: bytes) -> str:
+    try:
+        body = json.loads(payload.decode("utf-8"))
+        text = body.get("Output") or body.get("output") or ""
+    except (ValueError, AttributeError):
+        text = ""
+    return f"agent closed the session{': ' + text if text else ''}"

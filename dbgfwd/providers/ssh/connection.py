@@ -1,0 +1,289 @@
+"""One SSH connection per host, shared by all of that host's ranks (like `ssh -L` with many forwards).
+
+`HostConnection` dials the host (through its ProxyJump chain), checks its host key, authenticates,
+keeps the transport alive, notices when it dies and reconnects on the next use. Every failure is
+turned into a one-line DbgfwdError naming the host and the fix (`dbgfwd.providers.ssh.failures`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Callable
+
+from dbgfwd.errors import DbgfwdError, UnreachableError, UpstreamError
+from dbgfwd.providers.ssh import failures
+from dbgfwd.providers.ssh.settings import HostSettings
+
+log = logging.getLogger("dbgfwd.ssh")
+
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+# Channel windows: paramiko's defaults (2 MiB window, 32 KiB packets) are fine for DAP traffic.
+_EXEC_OUTPUT_LIMIT = 8 << 20
+_RETRY_CAP_UNREACHABLE = 4.0
+_RETRY_CAP_REFUSED = 60.0
+
+
+class HostConnection:
+    """The SSH transport of one host. Thread-safe; reconnects lazily after the transport died."""
+
+    def __init__(self, key: str, settings: HostSettings, warn: Callable[[str], None] | None = None):
+        self.key = key  # the host spec as the user typed it (Target.key)
+        self.settings = settings
+        self._warn = warn or log.warning
+        self._lock = threading.Lock()
+        self._clients: list = []  # paramiko SSHClients: jump hops first, this host last
+        self._transport = None
+        self._failure: tuple[float, DbgfwdError] | None = None
+        self._closed = threading.Event()
+        self.connects = 0  # successful connects so far (1 = never reconnected)
+        self.failures = 0  # failed connects since the last success
+
+    # ---- connection management ----
+
+    @property
+    def connected(self) -> bool:
+        t = self._transport
+        return t is not None and t.is_active()
+
+    @property
+    def last_error(self) -> DbgfwdError | None:
+        return None if self._failure is None else self._failure[1]
+
+    def transport(self, timeout: float | None = None):
+        """The live transport, connecting first if there is none. Raises DbgfwdError subclasses."""
+        t = self._transport
+        if t is not None and t.is_active():
+            return t
+        if self._closed.is_set():
+            raise UpstreamError(f"ssh connection to {self.settings.alias} is closed", retryable=False)
+        timeout = self.settings.connect_timeout if timeout is None else timeout
+        asked = time.monotonic()
+        if not self._lock.acquire(timeout=max(timeout, 0.1)):
+            raise UnreachableError(f"ssh: still connecting to {self.settings.label}",
+                                   hint="the host is slow to answer; dbgfwd keeps trying")
+        try:
+            t = self._transport
+            if t is not None and t.is_active():
+                return t
+            # Another thread failed while we waited for the lock: share its answer, don't stampede.
+            if self._failure is not None and self._failure[0] >= asked:
+                raise self._failure[1]
+            self._teardown()
+            try:
+                self._clients = self._connect(timeout)
+            except DbgfwdError as exc:
+                self._failure = (time.monotonic(), exc)
+                self.failures += 1
+                raise
+            self._failure = None
+            self.failures = 0
+            self._transport = self._clients[-1].get_transport()
+            self.connects += 1
+            if self.connects > 1:
+                log.info("ssh: reconnected to %s", self.settings.alias)
+            threading.Thread(target=self._watchdog, args=(self._transport,), daemon=True,
+                             name=f"dbgfwd-ssh-alive-{self.settings.alias}").start()
+            return self._transport
+        finally:
+            self._lock.release()
+
+    def _connect(self, timeout: float) -> list:
+        s = self.settings
+        chain = [*s.jumps, s]
+        clients: list = []
+        try:
+            for i, hop in enumerate(chain):
+                via = chain[i - 1] if i else None
+                try:
+                    if via is None:
+                        sock = _dial(hop, timeout)
+                    else:
+                        sock = failures.open_hop_channel(clients[-1].get_transport(), via, hop, timeout)
+                    clients.append(_handshake(hop, sock, timeout, self._warn))
+                except DbgfwdError as exc:
+                    raise failures.on_route(exc, hop, s) from None
+        except BaseException:
+            for c in reversed(clients):
+                c.close()
+            raise
+        return clients
+
+    def _teardown(self) -> None:
+        for client in reversed(self._clients):
+            try:
+                client.close()
+            except Exception:  # closing a dead transport may raise anything; it is gone either way
+                pass
+        self._clients = []
+        self._transport = None
+
+    def next_attempt_at(self) -> float:
+        """When a background reconnect should next be tried (monotonic): capped exponential backoff,
+        short for an unreachable host (it may come back any second), long for auth/host key errors."""
+        if self._failure is None:
+            return 0.0
+        when, exc = self._failure
+        cap = _RETRY_CAP_UNREACHABLE if isinstance(exc, UnreachableError) else _RETRY_CAP_REFUSED
+        return when + min(cap, 0.25 * 2 ** max(0, self.failures - 1))
+
+    def drop(self) -> None:
+        """Close the transport (the next use reconnects)."""
+        t = self._transport
+        if t is not None:
+            t.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            self._teardown()
+
+    # ---- keepalive (ServerAliveInterval / ServerAliveCountMax semantics) ----
+
+    def _watchdog(self, transport) -> None:
+        interval, count = self.settings.alive_interval, self.settings.alive_count
+        missed = 0
+        while not self._closed.wait(interval) and transport.is_active():
+            if _ping(transport, interval):
+                missed = 0
+                continue
+            missed += 1
+            if missed >= count:
+                self._warn(f"ssh: {self.settings.alias} did not answer {count} keepalives "
+                           f"({interval:g}s apart); reconnecting")
+                transport.close()
+                return
+
+    # ---- what the provider uses ----
+
+    def open_channel(self, port: int, timeout: float):
+        """A direct-tcpip channel to 127.0.0.1:port as seen on the host."""
+        import paramiko
+
+        try:
+            transport = self.transport(timeout)
+        except DbgfwdError as exc:
+            raise failures.upstream(exc) from None
+        try:
+            channel = transport.open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0),
+                                             timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise failures.channel_refused(exc, self.settings, port) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.drop()
+            raise UpstreamError(f"ssh: connection to {self.settings.alias} dropped while opening port "
+                                f"{port} ({failures.describe(exc)})", retryable=True) from None
+        channel.settimeout(None)
+        return channel
+
+    def run(self, command: str, timeout: float) -> tuple[int, str]:
+        """Run `command` on the host (exec channel); (exit status, stdout). Raises DbgfwdError."""
+        import paramiko
+
+        transport = self.transport(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            channel = transport.open_session(timeout=timeout)
+            try:
+                channel.settimeout(max(0.1, deadline - time.monotonic()))
+                channel.exec_command(command)
+                out = bytearray()
+                while True:
+                    chunk = channel.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+                    if len(out) > _EXEC_OUTPUT_LIMIT or time.monotonic() > deadline:
+                        raise socket.timeout()
+                    channel.settimeout(max(0.1, deadline - time.monotonic()))
+                status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+                return status, out.decode("utf-8", "replace")
+            finally:
+                channel.close()
+        except socket.timeout:
+            raise UnreachableError(f"ssh: command on {self.settings.alias} did not finish in {timeout:g}s",
+                                   hint="the host may be overloaded; dbgfwd retries") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.drop()
+            raise UnreachableError(f"ssh: connection to {self.settings.alias} dropped "
+                                   f"({failures.describe(exc)})", hint="dbgfwd reconnects") from None
+
+
+def _ping(transport, timeout: float) -> bool:
+    """One keepalive@openssh.com round trip (sshd answers every global request, even unknown ones)."""
+    done = threading.Event()
+
+    def request():
+        try:
+            transport.global_request("keepalive@openssh.com", wait=True)
+        except Exception:  # a dying transport raises various things; the caller sees it as a miss
+            return
+        if transport.is_active():
+            done.set()
+
+    threading.Thread(target=request, daemon=True, name="dbgfwd-ssh-ping").start()
+    return done.wait(timeout)
+
+
+def _dial(hop: HostSettings, timeout: float) -> socket.socket:
+    """TCP to the first hop, with DNS and connect failures told apart."""
+    try:
+        infos = socket.getaddrinfo(hop.hostname, hop.port, 0, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise failures.dns(hop, exc) from None
+    last: OSError | None = None
+    for family, kind, proto, _, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(addr)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        # Unacknowledged data (our keepalives) for this long means the peer is gone: fail fast
+        # instead of after the kernel's ~15 minutes of retransmissions.
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT,
+                            int(hop.alive_interval * hop.alive_count * 1000))
+        except OSError:
+            pass
+        return sock
+    raise failures.unreachable(hop, last, timeout)
+
+
+def _handshake(hop: HostSettings, sock, timeout: float, warn: Callable[[str], None]):
+    """SSH handshake, host key check and authentication on `sock`; returns a connected SSHClient."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    for path in hop.known_hosts:
+        if os.path.isfile(path):
+            try:
+                client.load_system_host_keys(path)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                warn(f"ssh: skipping unreadable known_hosts file {path} ({exc})")
+    client.set_missing_host_key_policy(failures.HostKeyPolicy(hop, warn))
+    identities = [p for p in hop.identity_files if os.path.isfile(p)]
+    for missing in sorted(set(hop.identity_files) - set(identities)):
+        warn(f"ssh: identity file {missing} for {hop.alias} does not exist")
+    try:
+        client.connect(
+            hop.host_key_alias or hop.hostname, port=hop.port, username=hop.user, sock=sock,
+            key_filename=identities or None, allow_agent=hop.use_agent,
+            look_for_keys=not hop.identity_files, timeout=timeout, banner_timeout=timeout,
+            auth_timeout=timeout, channel_timeout=timeout,
+        )
+    except Exception as exc:
+        client.close()
+        sock.close()
+        raise failures.handshake(exc, hop) from exc
+    transport = client.get_transport()
+    # paramiko's own keepalive keeps NATs and idle timeouts from dropping us between our checks.
+    transport.set_keepalive(max(1, int(hop.alive_interval)))
+    return client

@@ -1,0 +1,251 @@
+"""`--provider ssh`: ranks on plain hosts reached over SSH (bare metal, Slurm allocations, cloud VMs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from dbgfwd.errors import BadFileError, DbgfwdError, UnreachableError, UsageError
+from dbgfwd.markers import ProbeResult, parse_probe_output, probe_command
+from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig,
+                                   ProviderOption, RankInfo, Stream, Target)
+from dbgfwd.providers.ssh import targets as targets_mod
+from dbgfwd.providers.ssh.targets import HostSpec
+
+log = logging.getLogger("dbgfwd.ssh")
+
+PROBE_TIMEOUT = 10.0
+# discover() right after a probe() of the same host reuses its result instead of running another.
+_PROBE_REUSE = 1.0
+_MAX_PARALLEL_CONNECTS = 32
+
+
+class SshProvider(Provider):
+    name = "ssh"
+    title = "SSH hosts"
+    summary = "ranks on hosts reached with SSH ([user@]host[:port], --hostfile, --nodelist)"
+    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY,
+                              Capability.REMOTE_ROOT})
+    options = (
+        ProviderOption("hostfile", ("--hostfile",), "MPI hostfile: one `host slots=N` (or `host:N`) per line",
+                       type=Path, metavar="FILE"),
+        ProviderOption("nodelist", ("--nodelist",),
+                       "Slurm node list like node[01-04,07] (default: $SLURM_JOB_NODELIST when no hosts given)",
+                       metavar="LIST"),
+        ProviderOption("ssh_config", ("--ssh-config",), "ssh config file (default ~/.ssh/config)",
+                       type=Path, metavar="FILE"),
+        ProviderOption("ssh_user", ("--ssh-user",), "login name for hosts that name none (like ssh -l)",
+                       metavar="USER"),
+        ProviderOption("identity", ("--identity",), "private key file to try first (like ssh -i); repeatable",
+                       type=Path, multiple=True, metavar="FILE"),
+        ProviderOption("insecure_accept_new_host_keys", ("--insecure-accept-new-host-keys",),
+                       "accept host keys missing from known_hosts WITHOUT checking them (changed keys are "
+                       "still refused)", type=bool, default=False),
+        ProviderOption("ssh_timeout", ("--ssh-timeout",), "seconds to wait for an SSH connection (default 10)",
+                       type=float, metavar="SECONDS"),
+    )
+
+    def __init__(self, config: ProviderConfig):
+        super().__init__(config)
+        self._specs = host_specs(config)
+        self._settings = None  # resolved lazily: reading ssh config can fail, and that is discover()'s job
+        self._conns: dict = {}
+        self._conns_lock = threading.Lock()
+        self._first_discovery = True
+        self._last_probe: dict[str, tuple[float, ProbeResult]] = {}  # host key -> (when, result)
+        self._reconnecting: set[str] = set()
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            import paramiko  # noqa: F401
+        except ImportError:
+            return Availability(False, "paramiko is not installed: pip install paramiko")
+        return Availability(True)
+
+    @classmethod
+    def claims(cls, config: ProviderConfig) -> bool:
+        return super().claims(config) or (not config.targets and bool(os.environ.get(
+            targets_mod.SLURM_NODELIST_ENV)))
+
+    # ---- connections ----
+
+    def _connections(self) -> dict:
+        from dbgfwd.providers.ssh.connection import HostConnection
+        from dbgfwd.providers.ssh.settings import Defaults, resolve_all
+
+        with self._conns_lock:
+            if self._settings is None:
+                opt = self.config.opt
+                defaults = Defaults(
+                    config_path=str(opt("ssh_config")) if opt("ssh_config") else None,
+                    user=opt("ssh_user"),
+                    identity_files=tuple(str(p) for p in opt("identity", ())),
+                    accept_new_host_keys=bool(opt("insecure_accept_new_host_keys", False)),
+                    connect_timeout=float(opt("ssh_timeout", 10.0)),
+                )
+                self._settings = resolve_all(self._specs, defaults)
+                if defaults.accept_new_host_keys:
+                    _warn("WARNING: --insecure-accept-new-host-keys: host keys missing from known_hosts are "
+                          "accepted without verification; anyone on the path can impersonate those hosts")
+                for spec, settings in zip(self._specs, self._settings):
+                    self._conns[spec.key] = HostConnection(spec.key, settings, warn=_warn)
+                # The engine's keepalive cadence follows the tightest ServerAliveInterval.
+                self.keepalive_interval = min(s.alive_interval for s in self._settings)
+            return self._conns
+
+    def connection(self, target: Target):
+        return self._connections()[target.key]
+
+    # ---- Provider interface ----
+
+    def discover(self) -> Discovery:
+        """Probe every host (in parallel). Only the first call waits for connections; later calls
+        (the engine rediscovers every few seconds) report hosts whose transport is down as not
+        running and reconnect them in the background, so one dead host never stalls the others."""
+        conns = self._connections()
+        first, self._first_discovery = self._first_discovery, False
+        workers = min(_MAX_PARALLEL_CONNECTS, len(self._specs))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dbgfwd-ssh-discover") as pool:
+            results = list(pool.map(lambda s: self._discover_host(conns[s.key], first), self._specs))
+        where = f"on ssh hosts {', '.join(s.key for s in self._specs[:5])}" + ("..." if len(self._specs) > 5 else "")
+        errors = [r for r in results if isinstance(r, DbgfwdError)]
+        if first and len(errors) == len(results):
+            # Nothing reachable at all: a plain error (and exit code) beats a table of waiting hosts.
+            raise errors[0]
+        rpn = self.config.ranks_per_node
+        slotted = any(s.slots for s in self._specs)
+        out, rank_base = [], 0
+        for index, (spec, result) in enumerate(zip(self._specs, results)):
+            count = rpn or spec.slots
+            base = index * rpn if rpn else (rank_base if slotted else None)
+            rank_base += spec.slots or 1
+            known = self._last_probe.get(spec.key)
+            out.append(_target(spec, index, base, count, self.config.base_port, result,
+                               known[1] if known else None))
+        return Discovery(targets=tuple(out), where=where)
+
+    def _discover_host(self, conn, first: bool) -> ProbeResult | DbgfwdError:
+        if not first and not conn.connected:
+            self._reconnect_in_background(conn)
+            return conn.last_error or UnreachableError(f"ssh: reconnecting to {conn.settings.label}")
+        known = self._last_probe.get(conn.key)
+        if known and time.monotonic() - known[0] < _PROBE_REUSE:
+            return known[1]
+        return self._run_probe(conn)
+
+    def _run_probe(self, conn) -> ProbeResult | DbgfwdError:
+        try:
+            _status, text = conn.run(probe_command(), timeout=max(PROBE_TIMEOUT, conn.settings.connect_timeout))
+        except DbgfwdError as exc:
+            return exc
+        result = parse_probe_output(text)
+        self._last_probe[conn.key] = (time.monotonic(), result)
+        return result
+
+    def _reconnect_in_background(self, conn) -> None:
+        with self._conns_lock:
+            if conn.key in self._reconnecting or time.monotonic() < conn.next_attempt_at():
+                return
+            self._reconnecting.add(conn.key)
+
+        def run():
+            try:
+                conn.transport()
+            except DbgfwdError as exc:
+                log.debug("ssh: reconnect to %s failed: %s", conn.settings.alias, exc)
+            finally:
+                with self._conns_lock:
+                    self._reconnecting.discard(conn.key)
+
+        threading.Thread(target=run, daemon=True, name=f"dbgfwd-ssh-reconnect-{conn.settings.alias}").start()
+
+    def probe(self, target: Target) -> ProbeResult | None:
+        conn = self.connection(target)
+        if not conn.connected:
+            self._reconnect_in_background(conn)  # never block the engine's monitor on a dead host
+            return None
+        result = self._run_probe(conn)
+        return None if isinstance(result, DbgfwdError) else result
+
+    def open_stream(self, target: Target, port: int, timeout: float) -> Stream:
+        return self.connection(target).open_channel(port, timeout)
+
+    def keepalive(self) -> None:
+        # Each connection's watchdog sends the keepalives and notices dead transports; here dead
+        # ones are brought back in the background so an idle forward is usable when a client comes.
+        for conn in list(self._conns.values()):
+            if not conn.connected:
+                self._reconnect_in_background(conn)
+
+    def close(self) -> None:
+        for conn in list(self._conns.values()):
+            conn.close()
+
+
+def _warn(text: str) -> None:
+    log.warning(text)
+    if not logging.getLogger().handlers and not log.handlers:
+        print(text, file=sys.stderr)
+
+
+def _target(spec: HostSpec, index: int, base: int | None, count: int | None, base_port: int,
+            result: ProbeResult | DbgfwdError, known: ProbeResult | None) -> Target:
+    if isinstance(result, DbgfwdError):
+        detail = {"error": result.message}
+        if result.hint:
+            detail["hint"] = result.hint
+        if count and base is not None:
+            ranks = tuple(RankInfo(base + i, i, base_port + i) for i in range(count))
+        else:  # keep the ranks last seen there, so their forwards stay mapped while the host is away
+            ranks = tuple(RankInfo(m.rank, m.local_rank, m.port) for m in (known.markers if known else ()))
+        return Target(key=spec.key, name=spec.host, node_index=index, rank_base=base, ranks=ranks,
+                      running=False, status=result.message, detail=detail, handle=spec.key)
+    markers = [m for m in result.markers]
+    if count and base is not None:
+        ranks = tuple(RankInfo(base + i, i, base_port + i) for i in range(count))
+    else:
+        ranks = tuple(RankInfo(m.rank, m.local_rank, m.port) for m in markers)
+        if ranks and base is None:
+            base = min(m.rank - m.local_rank for m in markers)
+    root = next((m.cwd for m in markers if m.cwd), None)
+    status = "running" if ranks else "waiting for ranks"
+    detail = {"ranks": str(len(markers))} if markers else {}
+    return Target(key=spec.key, name=spec.host, node_index=index, rank_base=base, ranks=ranks, running=True,
+                  status=status, remote_root=root, detail=detail, handle=spec.key)
+
+
+def host_specs(config: ProviderConfig) -> list[HostSpec]:
+    """Hosts from positional targets, --hostfile and --nodelist (or $SLURM_JOB_NODELIST), in that order."""
+    specs: list[HostSpec] = [targets_mod.parse_host_spec(t) for t in config.targets]
+    hostfile = config.opt("hostfile")
+    if hostfile:
+        path = Path(hostfile)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BadFileError(path, f"cannot read hostfile ({exc.strerror})", hint="fix the --hostfile path") \
+                from None
+        specs += targets_mod.parse_hostfile(text, path)
+    nodelist = config.opt("nodelist")
+    source = "--nodelist"
+    if not nodelist and not specs and os.environ.get(targets_mod.SLURM_NODELIST_ENV):
+        nodelist, source = os.environ[targets_mod.SLURM_NODELIST_ENV], f"${targets_mod.SLURM_NODELIST_ENV}"
+    if nodelist:
+        specs += [HostSpec(h) for h in targets_mod.expand_nodelist(nodelist, source)]
+    if not specs:
+        raise UsageError("no SSH hosts given", hint="name hosts ([user@]host[:port]), or use --hostfile or --nodelist")
+    seen: dict[str, HostSpec] = {}
+    for s in specs:
+        if s.key in seen:
+            raise UsageError(f"host {s.key} is named twice", hint="list each host once (use slots=N for more ranks)")
+        seen[s.key] = s
+    return specs
+
+
+__all__ = ["SshProvider", "host_specs"]

@@ -1,0 +1,152 @@
+"""The entries dbgfwd owns: attach configs, compounds and wait tasks, built from the templates.
+
+Ownership is marked inside each entry, where VS Code's schemas accept unknown keys without a
+warning (checked against VS Code's debugSchemas.ts / debugger.ts / tasks jsonSchema_v2.ts): a
+debug configuration's top level is `additionalProperties: false` but its `presentation` object is
+open, so configs and compounds carry `"presentation": {..., "dbgfwd": "managed"}`; a task's top
+level and `presentation` are closed but `options.env` is a free-form map, so the wait task carries
+`"options": {"env": {"DBGFWD_MANAGED": "1"}}`. Names are never used to decide ownership.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from dbgfwd import envvars, templates
+from dbgfwd.errors import UsageError
+from dbgfwd.vscode.model import AttachEntry, LaunchOptions
+
+MARKER_KEY = "dbgfwd"
+MARKER_VALUE = "managed"
+TASK_MARKER_ENV = "DBGFWD_MANAGED"
+RANK_ORDER_BASE = 10000  # rank configs sort after every compound in the "dbgfwd" group
+
+
+def owns_launch_entry(value: Any) -> bool:
+    """Is this configuration or compound one dbgfwd wrote?"""
+    if not isinstance(value, dict):
+        return False
+    presentation = value.get("presentation")
+    if isinstance(presentation, dict) and MARKER_KEY in presentation:
+        return True
+    # Early builds marked their configs with a top-level {"dbgfwd": {...}} object.
+    return isinstance(value.get(MARKER_KEY), dict)
+
+
+def owns_task(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    options = value.get("options")
+    env = options.get("env") if isinstance(options, dict) else None
+    return isinstance(env, dict) and TASK_MARKER_ENV in env
+
+
+def format_ranks(ranks: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (the form `--only` and `dbgfwd wait --ranks` accept)."""
+    out, ordered = [], sorted(set(ranks))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def config_name(entry: AttachEntry) -> str:
+    return f"dbgfwd: rank {entry.rank} ({entry.node})"
+
+
+@dataclass(frozen=True)
+class Generated:
+    configurations: list[dict]
+    compounds: list[dict]
+    tasks: list[dict]
+
+    def as_dict(self) -> dict:
+        return {"configurations": self.configurations, "compounds": self.compounds, "tasks": self.tasks}
+
+
+def attach_config(entry: AttachEntry, options: LaunchOptions) -> dict:
+    remote_root = entry.remote_root if entry.remote_root is not None else options.remote_root
+    config = templates.load_json("attach.json", {
+        "rank": entry.rank, "node": entry.node, "host": entry.host, "local_port": entry.local_port,
+        "local_root": options.local_root, "remote_root": remote_root,
+        "just_my_code": options.just_my_code, "order": RANK_ORDER_BASE + entry.rank,
+    })
+    if remote_root is None:
+        # Without a known remote root the paths are the same on both sides, which is debugpy's default.
+        config.pop("pathMappings", None)
+    config["presentation"][MARKER_KEY] = MARKER_VALUE
+    return config
+
+
+def _wait_task(label: str, ranks: Sequence[int], options: LaunchOptions) -> dict:
+    argv = shlex.split(options.wait_command)
+    if not argv:
+        raise UsageError("the wait command is empty", hint="pass the command that runs dbgfwd")
+    task = templates.load_json("wait_task.json", {
+        "label": label, "command": argv[0], "args": argv[1:] + ["wait", "--ranks", format_ranks(ranks)],
+    })
+    env = {TASK_MARKER_ENV: "1"}
+    if options.workspace:
+        env[envvars.WORKSPACE] = options.workspace
+    task["options"] = {"env": env}
+    return task
+
+
+def _wait_label(ranks: Sequence[int], present: Sequence[int]) -> str:
+    # Named by rank set, so compounds waiting for the same ranks share one task.
+    if list(ranks) == list(present):
+        return "dbgfwd: wait for all ranks"
+    return f"dbgfwd: wait for ranks {format_ranks(ranks)}"
+
+
+def _compound_sets(entries: Sequence[AttachEntry], options: LaunchOptions) -> list[tuple[str, str, list[int]]]:
+    """(compound name, wait task label, ranks) for every compound to write, in picker order."""
+    present = [e.rank for e in entries]
+    sets = [("dbgfwd: all ranks", _wait_label(present, present), present)]
+    seen = set()
+    for subset in options.compounds:
+        ranks = [r for r in sorted(set(subset)) if r in set(present)]
+        spec = format_ranks(ranks)
+        if ranks and spec not in seen:
+            seen.add(spec)
+            sets.append((f"dbgfwd: ranks {spec}", _wait_label(ranks, present), ranks))
+    if options.compound_per_node:
+        nodes: dict[str, list[int]] = {}
+        for e in entries:
+            nodes.setdefault(e.node, []).append(e.rank)
+        for node, ranks in nodes.items():
+            sets.append((f"dbgfwd: node {node}", _wait_label(ranks, present), ranks))
+    return sets
+
+
+def generate(entries: Sequence[AttachEntry], options: LaunchOptions) -> Generated:
+    """Every entry dbgfwd owns for this plan (nothing at all for an empty plan)."""
+    entries = sorted(entries, key=lambda e: e.rank)
+    ranks = [e.rank for e in entries]
+    if len(set(ranks)) != len(ranks):
+        dupes = sorted({r for r in ranks if ranks.count(r) > 1})
+        raise UsageError(f"rank {format_ranks(dupes)} appears more than once in the plan")
+    if not entries:
+        return Generated([], [], [])
+    names = {e.rank: config_name(e) for e in entries}
+    configurations = [attach_config(e, options) for e in entries]
+    compounds, tasks, labels = [], [], set()
+    for order, (name, label, members) in enumerate(_compound_sets(entries, options)):
+        compound = templates.load_json("compound.json", {
+            "name": name, "configurations": [names[r] for r in members], "pre_launch_task": label,
+            "order": order,
+        })
+        if not options.wait_task:
+            compound.pop("preLaunchTask")
+        elif label not in labels:
+            labels.add(label)
+            tasks.append(_wait_task(label, members, options))
+        compound["presentation"][MARKER_KEY] = MARKER_VALUE
+        compounds.append(compound)
+    return Generated(configurations, compounds, tasks)

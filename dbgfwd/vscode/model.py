@@ -1,0 +1,53 @@
+"""What the VS Code writer is asked to write, and what it reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AttachEntry:
+    """One rank's attach config."""
+
+    rank: int
+    local_port: int
+    node: str
+    local_rank: int
+    remote_root: str | None = None  # per-rank override (e.g. the container's working directory)
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    local_root: str = "${workspaceFolder}"
+    remote_root: str | None = None  # None and no per-rank root: no pathMappings (same paths)
+    just_my_code: bool = False
+    compounds: tuple[tuple[int, ...], ...] = ()  # extra compounds, one per rank subset
+    compound_per_node: bool = False
+    wait_task: bool = True  # compounds get a preLaunchTask running `dbgfwd wait` (tasks.json)
+    wait_command: str = "dbgfwd"  # how that task invokes dbgfwd ("python -m dbgfwd" works too)
+    workspace: str | None = None  # set when launch.json is not in <workspace>/.vscode: the task must be told
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: Path
+    changed: bool
+    backup: Path | None  # the backup made by this call (only the first time a file is modified)
+    tasks_path: Path | None
+    tasks_changed: bool
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """A file's text before (None: did not exist) and after the update."""
+
+    path: Path
+    before: str | None
+    after: str
+    raw: bytes | None = None  # the exact bytes read, to detect a concurrent edit before writing
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after

@@ -1,0 +1,141 @@
+"""Merge dbgfwd's entries into launch.json and tasks.json: atomically, with a one-time backup.
+
+A file that does not parse is never written; the error names its line and column. Only entries
+carrying dbgfwd's ownership marker (see `generate`) are replaced; every other byte is kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from pathlib import Path
+from typing import Sequence
+
+from dbgfwd import templates
+from dbgfwd.errors import BadFileError
+from dbgfwd.fsutil import atomic_write_bytes
+from dbgfwd.vscode.edit import ListUpdate, merge_lists, render_document
+from dbgfwd.vscode.generate import Generated, generate, owns_launch_entry, owns_task
+from dbgfwd.vscode.jsonc import JsoncError, position
+from dbgfwd.vscode.model import AttachEntry, FileChange, LaunchOptions, WriteResult
+
+BACKUP_SUFFIX = ".dbgfwd-backup"
+NEW_FILE_MODE = 0o644  # launch.json/tasks.json are ordinary workspace files (ports only, no secrets)
+_RETRIES = 3  # re-plan when the file changes between our read and our write (VS Code saved it)
+
+
+def _read(path: Path) -> tuple[str | None, bytes | None]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except IsADirectoryError:
+        raise BadFileError(path, "is a directory, not a JSON file") from None
+    try:
+        return raw.decode("utf-8"), raw
+    except UnicodeDecodeError as exc:
+        text = raw[:exc.start].decode("utf-8", errors="replace")
+        line, col = position(text, len(text))
+        raise BadFileError(path, "is not UTF-8 text", line, col,
+                           hint="save it as UTF-8 and rerun; nothing was written") from None
+
+
+def _merge(path: Path, text: str | None, raw: bytes | None, updates: list[ListUpdate],
+           skeleton: str) -> FileChange:
+    if text is None or text.strip() == "":
+        if not any(u.wanted for u in updates):
+            return FileChange(path, text, text or "", raw) if text is not None else FileChange(path, None, "", None)
+        values = {u.key: list(u.wanted) for u in updates}
+        return FileChange(path, text, render_document(templates.load_json(skeleton, values)), raw)
+    try:
+        after = merge_lists(text, updates)
+    except JsoncError as exc:
+        raise BadFileError(path, exc.problem, exc.line, exc.column,
+                           hint="fix it (VS Code marks the spot) and rerun; nothing was written") from None
+    return FileChange(path, text, after, raw)
+
+
+def resolve(path: Path) -> Path:
+    """Write through a symlinked launch.json to its target instead of replacing the link."""
+    return Path(os.path.realpath(path))
+
+
+def plan_changes(launch_path: Path, entries: Sequence[AttachEntry], options: LaunchOptions,
+                 tasks_path: Path | None = None, generated: Generated | None = None) -> list[FileChange]:
+    """The launch.json change and (when wait tasks are involved) the tasks.json change."""
+    gen = generated or generate(entries, options)
+    launch_path = resolve(launch_path)
+    text, raw = _read(launch_path)
+    changes = [_merge(launch_path, text, raw, [
+        ListUpdate("configurations", gen.configurations, owns_launch_entry),
+        ListUpdate("compounds", gen.compounds, owns_launch_entry),
+    ], "launch.json")]
+    tasks_path = resolve(tasks_path or launch_path.parent / "tasks.json")
+    ttext, traw = _read(tasks_path)
+    if gen.tasks or ttext is not None:  # also to remove tasks a previous run wrote
+        changes.append(_merge(tasks_path, ttext, traw, [ListUpdate("tasks", gen.tasks, owns_task)],
+                              "tasks.json"))
+    return changes
+
+
+def render_diff(changes: Sequence[FileChange]) -> str:
+    """A unified diff of every change (empty when nothing would change)."""
+    out = []
+    for change in changes:
+        if not change.changed:
+            continue
+        before = (change.before or "").splitlines(keepends=True)
+        after = change.after.splitlines(keepends=True)
+        old_name = str(change.path) if change.before is not None else "/dev/null"
+        for line in difflib.unified_diff(before, after, old_name, str(change.path)):
+            out.append(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
+def _write(change: FileChange) -> Path | None:
+    """Write one change atomically; back the old file up first if it never was. Returns the backup."""
+    backup = None
+    mode = NEW_FILE_MODE
+    if change.raw is not None:
+        mode = stat.S_IMODE(change.path.stat().st_mode)
+        candidate = change.path.with_name(change.path.name + BACKUP_SUFFIX)
+        if not candidate.exists():
+            atomic_write_bytes(candidate, change.raw, mode=0o600)
+            backup = candidate
+    atomic_write_bytes(change.path, change.after.encode("utf-8"), mode=mode)
+    return backup
+
+
+def _unchanged_on_disk(change: FileChange) -> bool:
+    try:
+        return change.path.read_bytes() == change.raw
+    except FileNotFoundError:
+        return change.raw is None
+
+
+def update_launch_json(launch_path: Path, entries: Sequence[AttachEntry], options: LaunchOptions,
+                       tasks_path: Path | None = None, dry_run: bool = False) -> WriteResult:
+    """Make launch.json (and tasks.json) hold exactly dbgfwd's entries for `entries`.
+
+    Raises BadFileError (nothing written) when a file does not parse.
+    """
+    gen = generate(entries, options)
+    for _attempt in range(_RETRIES):
+        changes = plan_changes(launch_path, entries, options, tasks_path, gen)
+        if dry_run or all(_unchanged_on_disk(c) for c in changes if c.changed):
+            break
+    else:
+        raise BadFileError(resolve(launch_path), "keeps changing while dbgfwd updates it",
+                           hint="save your edits and rerun")
+    launch, tasks = changes[0], (changes[1] if len(changes) > 1 else None)
+    backup = None
+    if not dry_run:
+        # tasks.json first: a compound must never name a preLaunchTask that does not exist yet.
+        if tasks is not None and tasks.changed:
+            _write(tasks)
+        if launch.changed:
+            backup = _write(launch)
+    return WriteResult(path=launch.path, changed=launch.changed, backup=backup,
+                       tasks_path=tasks.path if tasks is not None else None,
+                       tasks_changed=bool(tasks and tasks.changed))

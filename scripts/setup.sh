@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create .venv with dbgfwd installed (editable). Usage: scripts/setup.sh [extra, e.g. test]
+# Works on a fresh Debian with Python >= 3.10: installs python3-venv when the venv module is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+PY="${PYTHON:-python3}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  # Install only what is missing; apt-get update once.
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+  echo "dbgfwd needs Python 3.10 or newer; $PY is $("$PY" --version 2>&1)" >&2; exit 2; }
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    apt_install "python${ver}-venv" || apt_install python3-venv
+    "$PY" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ -n "$extra" ]; then
+  .venv/bin/python -m pip install -q -e ".[$extra]" 2> >(grep -v "is ignored: it is neither" >&2)
+else
+  .venv/bin/python -m pip install -q -e . 2> >(grep -v "is ignored: it is neither" >&2)
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up everything the tests need (system packages, .venv) and run the whole suite.
+# Needs root (or sudo) for apt packages and network namespaces: the SSH tests run real sshd hosts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source_pkgs=(openssh-server openssh-client socat iproute2 util-linux procps)
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+for pkg in "${source_pkgs[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+bash scripts/setup.sh test
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,50 @@
+import socket
+import threading
+
+import pytest
+
+from tests.support.batch_world import BatchWorld, moto_server, set_env
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def world(monkeypatch, moto_url):
+    with BatchWorld(moto_url) as w:
+        set_env(monkeypatch, w)
+        yield w
+
+
+def bridge(provider, target, port: int) -> tuple[int, threading.Event]:
+    """A one-client local listener pumping into provider.open_stream (what the engine does)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def pump(src, dst):
+        try:
+            while (data := src.recv(65536)):
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def run():
+        conn, _ = srv.accept()
+        srv.close()
+        stream = provider.open_stream(target, port, 20)
+        a = threading.Thread(target=pump, args=(conn, stream), daemon=True)
+        b = threading.Thread(target=pump, args=(stream, conn), daemon=True)
+        a.start(), b.start()
+        a.join(), b.join()
+        conn.close(), stream.close()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv.getsockname()[1], done

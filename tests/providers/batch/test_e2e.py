@@ -1,0 +1,76 @@
+"""End to end: `dbgfwd attach --provider batch MNP_JOB` as a subprocess, 3 nodes x 2 real debugpy
+ranks reached through the native SSM client and the test agent, a DAP client on all 6 ports."""
+
+import socket
+import time
+
+import pytest
+
+from tests.support import cli
+from tests.support.dap import debug_round
+from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
+
+NODE_IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]  # each node's "private IP" (all loopback)
+
+
+def free_base_port() -> int:
+    """A base port whose two ports are free on every node address."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base > 60000:
+            continue
+        try:
+            for ip in NODE_IPS:
+                for p in (base, base + 1):
+                    with socket.socket() as t:
+                        t.bind((ip, p))
+            return base
+        except OSError:
+            continue
+    raise AssertionError("no free base port")
+
+
+@pytest.mark.timeout(240)
+def test_attach_mnp_job_and_hit_breakpoints_on_every_rank(world, tmp_path):
+    nodes = [world.instance() for _ in NODE_IPS]
+    job = world.mnp_job([(ci, ip) for (_, ci), ip in zip(nodes, NODE_IPS)])
+    base = free_base_port()
+    program = write_program(tmp_path)
+    ranks = []
+    try:
+        for n, ip in enumerate(NODE_IPS):
+            run_dir = tmp_path / f"node{n}" / "run"
+            for lr in range(2):
+                ranks.append(start_rank(program, n * 2 + lr, lr, run_dir, base_port=base, world_size=6,
+                                        extra_args=["--host", ip]))
+            wait_for_markers(run_dir, {n * 2, n * 2 + 1}, procs=ranks)
+        # -vv: botocore logs response bodies at debug; tokens must still never show
+        bg = cli.Background("-vv", "attach", "--provider", "batch", job, "--ranks-per-node", "2", "--base-port", str(base),
+                            "--workspace", str(tmp_path), log=tmp_path / "attach.log", env=world.env())
+        try:
+            cli.wait_ready(tmp_path, timeout=60, bg=bg)
+            ports = cli.launch_ports(tmp_path / ".vscode" / "launch.json")
+            assert sorted(ports) == list(range(6)), bg.output()[-2000:]
+            for rank, port in sorted(ports.items()):
+                assert debug_round("127.0.0.1", port, str(program), BREAK_LINE, "rank") == str(rank)
+        finally:
+            code = bg.stop()
+        out = bg.output()
+        assert code in (0, 130), out[-3000:]
+    finally:
+        for r in ranks:
+            r.stop()
+    started = world.fake.ops("StartSession")
+    assert len(started) == 6  # one SSM session per (node, port)
+    assert {(s["Target"], s["Parameters"]["host"][0]) for s in started} == {
+        (inst, ip) for (inst, _), ip in zip(nodes, NODE_IPS)}
+    assert all(s["DocumentName"] == "AWS-StartPortForwardingSessionToRemoteHost" for s in started)
+    terminated = {b["SessionId"] for b in world.fake.ops("TerminateSession")}
+    assert terminated == set(world.fake.sessions)  # every session ended on exit
+    assert world.agent.violations == []
+    for sess in world.agent.sessions.values():  # tokens and stream URLs never reach the output
+        assert sess.tokens_used and all(tok not in out for tok in sess.tokens_used)
+    assert "Response body" in out  # the SDK's debug logging really was on
+    assert "cell-number" not in out and "AAEAAQ" not in out  # StreamUrl query strings

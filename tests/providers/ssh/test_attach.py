@@ -1,0 +1,131 @@
+"""End to end: `dbgfwd attach --provider ssh` as a subprocess, 2 hosts x 2 ranks under dbgfwd-rank,
+a DAP client on every local port from launch.json, and hosts that die and come back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dbgfwd.markers import parse_proc_net_tcp
+from tests.providers.ssh.conftest import ROOT
+from tests.providers.ssh.helpers import config_with
+from tests.support import cli
+from tests.support.dap import DapClient, debug_round
+from tests.support.ranks import BREAK_LINE
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
+LOCAL_BASE = 41000
+FAST_FAILOVER = {"ServerAliveInterval": 1, "ServerAliveCountMax": 2, "ConnectTimeout": 3}
+
+
+class Attach:
+    """`dbgfwd attach` running in the lab's client namespace."""
+
+    def __init__(self, lab, workspace, *args):
+        self.log = workspace / "attach.log"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(
+                [*lab.client.prefix(), sys.executable, "-m", "dbgfwd", "attach", "--provider", "ssh", *args,
+                 "--workspace", str(workspace), "--local-base-port", str(LOCAL_BASE)],
+                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def attached(lab, tmp_path):
+    config = config_with(lab, tmp_path / "ssh_config", {
+        "node1": (lab.hosts["h1"], FAST_FAILOVER), "node2": (lab.hosts["h2"], FAST_FAILOVER)})
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    run = Attach(lab, workspace, "node1", "node2", "--ssh-config", str(config))
+    try:
+        cli.wait_ready(workspace, timeout=60, bg=run)
+        ports = cli.launch_ports(workspace / ".vscode" / "launch.json")
+        yield run, workspace, ports
+    finally:
+        code = run.stop()
+        print(run.output()[-3000:])
+    assert code in (0, 130), run.output()[-3000:]
+
+
+def dap(lab, port: int, expression: str = "rank") -> str:
+    with lab.client.inside():
+        return debug_round("127.0.0.1", port, str(lab.program), BREAK_LINE, expression, timeout=60)
+
+
+def listening(lab) -> set[int]:
+    """Local ports in LISTEN in the client namespace (read from /proc, never by connecting)."""
+    return {p for _, p in parse_proc_net_tcp(lab.client.run(["cat", "/proc/net/tcp"]).stdout)}
+
+
+def target_running(workspace, name: str) -> bool:
+    return next(t for t in cli.session(workspace)["targets"] if t["name"] == name)["running"]
+
+
+def test_attach_two_hosts_two_ranks_each(lab, attached):
+    _run, workspace, ports = attached
+    assert sorted(ports) == [0, 1, 2, 3]
+    assert listening(lab) >= set(ports.values())
+    for rank, port in sorted(ports.items()):
+        assert dap(lab, port) == str(rank)
+        assert dap(lab, port, "value") == str(rank * 100 + 7)
+
+
+def test_sshd_killed_while_attached(lab, attached):
+    _run, workspace, ports = attached
+    h1 = lab.hosts["h1"]
+    with lab.client.inside():
+        client = DapClient("127.0.0.1", ports[0], timeout=60)
+    try:
+        client.attach({str(lab.program): [BREAK_LINE]})
+        stopped = client.wait_stopped(60)
+        assert client.evaluate("rank", client.top_frame(stopped["body"]["threadId"])["id"]) == "0"
+
+        h1.kill_sshd()  # listener and the session carrying our forwards
+        cli.wait_for(lambda: not target_running(workspace, "node1"), timeout=30, what="node1 seen down")
+        assert listening(lab) >= set(ports.values())  # the local ports stay open
+        assert dap(lab, ports[2]) == "2"  # the other host is unaffected
+    finally:
+        client.close()
+
+    # A client that connects while the host is down waits and gets through once it is back.
+    result: dict = {}
+    waiter = threading.Thread(target=lambda: result.setdefault("value", dap(lab, ports[1])))
+    waiter.start()
+    h1.start_sshd()
+    waiter.join(90)
+    assert result.get("value") == "1"
+    assert dap(lab, ports[0]) == "0"
+
+
+def test_link_cut_while_idle(lab, attached):
+    _run, workspace, ports = attached
+    h2 = lab.hosts["h2"]
+    h2.cut()  # silent: no FIN, no RST; only missing keepalive answers tell
+    try:
+        cli.wait_for(lambda: not target_running(workspace, "node2"), timeout=30, what="node2 seen down")
+        assert listening(lab) >= set(ports.values())
+        assert dap(lab, ports[1]) == "1"  # h1 still forwards
+    finally:
+        h2.restore()
+    cli.wait_for(lambda: target_running(workspace, "node2"), timeout=60, what="node2 back")
+    assert dap(lab, ports[3]) == "3"
+    assert dap(lab, ports[2]) == "2"

@@ -1,0 +1,239 @@
+"""SshProvider against real sshd hosts in network namespaces, with real debugpy ranks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+
+import pytest
+
+from dbgfwd.errors import AuthError, ExitCode, UnreachableError, UpstreamError
+from dbgfwd.providers.ssh import SshProvider
+from tests.providers.ssh.helpers import bridge, config_with, established_ssh_sessions, eventually, make_provider
+from tests.support.dap import debug_round
+from tests.support.ranks import BREAK_LINE
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def provider_for(lab):
+    made = []
+
+    def make(*targets, config=None, **options):
+        p = make_provider(config or lab.ssh_config, *targets, **options)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.close()
+
+
+def test_discovers_ranks_from_markers_on_each_host(lab, provider_for):
+    with lab.client.inside():
+        found = provider_for("h1", "h2", "hidden", "deep").discover()
+    by_name = {t.name: t for t in found.targets}
+    assert [t.name for t in found.targets] == ["h1", "h2", "hidden", "deep"]
+    for index, name in enumerate(("h1", "h2", "hidden")):
+        target = by_name[name]
+        assert target.running and target.node_index == index
+        assert [(r.rank, r.local_rank, r.port) for r in target.ranks] == [
+            (2 * index, 0, 5678), (2 * index + 1, 1, 5679)]
+        assert target.rank_base == 2 * index
+    # deep is reachable (two ProxyJump hops) but runs no ranks yet: waiting, not failed
+    assert by_name["deep"].running and by_name["deep"].ranks == ()
+
+
+def test_ranks_per_node_lays_out_ranks_without_markers(lab, provider_for):
+    with lab.client.inside():
+        found = provider_for("h2", "deep", rpn=3).discover()
+    assert [[(r.rank, r.port) for r in t.ranks] for t in found.targets] == [
+        [(0, 5678), (1, 5679), (2, 5680)], [(3, 5678), (4, 5679), (5, 5680)]]
+
+
+@pytest.mark.parametrize("name", ["h1", "h2", "hidden"])
+def test_dap_session_through_each_forward(lab, provider_for, name):
+    with lab.client.inside():
+        provider = provider_for(name)
+        target = provider.discover().targets[0]
+        for info in target.ranks:
+            port = bridge(provider.open_stream(target, info.port, timeout=10))
+            value = debug_round("127.0.0.1", port, str(lab.program), BREAK_LINE, "rank", timeout=30)
+            assert value == str(info.rank)
+
+
+def test_probe_reads_readiness_out_of_band(lab, provider_for):
+    with lab.client.inside():
+        provider = provider_for("h2")
+        target = provider.discover().targets[0]
+        result = provider.probe(target)
+    assert result.tcp_known and result.port_ready(5678) and result.port_ready(5679)
+    assert not result.port_ready(5699)
+    assert sorted(m.rank for m in result.markers) == [2, 3]
+
+
+def test_one_transport_per_host_shared_by_all_streams(lab, provider_for):
+    host = lab.hosts["h1"]
+    before = established_ssh_sessions(host)
+    with lab.client.inside():
+        provider = provider_for("h1")
+        target = provider.discover().targets[0]
+        streams = []
+        threads = [threading.Thread(target=lambda p=p: streams.append(provider.open_stream(target, p, 10)))
+                   for p in (5678, 5679, 5678, 5679)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(streams) == 4
+        assert established_ssh_sessions(host) - before == 1
+        for s in streams:
+            s.close()
+
+
+def test_nothing_listening_is_retryable(lab, provider_for):
+    with lab.client.inside():
+        provider = provider_for("h1")
+        target = provider.discover().targets[0]
+        with pytest.raises(UpstreamError) as info:
+            provider.open_stream(target, 5690, timeout=10)
+    assert info.value.retryable and "5690" in info.value.message and "h1" in info.value.message
+
+
+# ---- one-line errors naming the host and the fix ----
+
+def _fail(lab, tmp_path, alias, host, extra, provider_options=None):
+    config = config_with(lab, tmp_path / "ssh_config", {alias: (lab.hosts[host], extra)})
+    provider = make_provider(config, alias, **(provider_options or {}))
+    try:
+        with lab.client.inside():
+            provider.discover()
+    except Exception as exc:  # noqa: BLE001 - the test inspects what was raised
+        return exc
+    finally:
+        provider.close()
+    raise AssertionError("discover() did not fail")
+
+
+def _one_line(exc):
+    assert "\n" not in exc.message and exc.hint and "\n" not in exc.hint
+    return exc
+
+
+def test_auth_failure(lab, tmp_path):
+    exc = _one_line(_fail(lab, tmp_path, "badauth", "h1", {"IdentityFile": lab.keys.other_client_key()}))
+    assert isinstance(exc, AuthError) and exc.code == ExitCode.AUTH
+    assert "authentication" in exc.message and "badauth" in exc.message and "ssh-add" in exc.hint
+
+
+def test_unknown_host_key_is_refused_by_default(lab, tmp_path):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    exc = _one_line(_fail(lab, tmp_path, "newkey", "h2", {"UserKnownHostsFile": empty}))
+    assert isinstance(exc, AuthError) and "not in known_hosts" in exc.message and "SHA256:" in exc.message
+    assert "newkey" in exc.message and "--insecure-accept-new-host-keys" in exc.hint
+
+
+def test_insecure_accept_new_host_keys_is_loud(lab, tmp_path, caplog):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    config = config_with(lab, tmp_path / "ssh_config", {"newkey": (lab.hosts["h2"], {"UserKnownHostsFile": empty})})
+    provider = make_provider(config, "newkey", insecure_accept_new_host_keys=True)
+    with caplog.at_level(logging.WARNING, logger="dbgfwd.ssh"), lab.client.inside():
+        target = provider.discover().targets[0]
+    provider.close()
+    assert target.running and len(target.ranks) == 2
+    assert any("UNVERIFIED" in r.message and "SHA256:" in r.message for r in caplog.records)
+    assert empty.read_text() == ""  # never written
+
+
+def test_changed_host_key_is_refused_even_when_accepting_new_keys(lab, tmp_path):
+    stranger = lab.keys.other_client_key()
+    wrong = tmp_path / "wrong_known_hosts"
+    pub = " ".join(open(f"{stranger}.pub").read().split()[:2])
+    wrong.write_text(f"[{lab.hosts['h1'].address}]:2222 {pub}\n")
+    exc = _one_line(_fail(lab, tmp_path, "changed", "h1", {"UserKnownHostsFile": wrong},
+                          {"insecure_accept_new_host_keys": True}))
+    assert isinstance(exc, AuthError) and "CHANGED" in exc.message and "ssh-keygen -R" in exc.hint
+
+
+def test_unreachable_port(lab, tmp_path):
+    exc = _one_line(_fail(lab, tmp_path, "closed", "h1", {"Port": 2299}))
+    assert isinstance(exc, UnreachableError) and exc.code == ExitCode.UNREACHABLE
+    assert "closed" in exc.message and "connection refused" in exc.message
+
+
+def test_dns_failure(lab, tmp_path):
+    exc = _one_line(_fail(lab, tmp_path, "typo", "h1", {"HostName": "no-such-host.invalid"}))
+    assert isinstance(exc, UnreachableError) and "cannot resolve" in exc.message
+    assert "no-such-host.invalid" in exc.message and "HostName" in exc.hint
+
+
+def test_proxyjump_hop_cannot_reach_next_host(lab, tmp_path):
+    exc = _one_line(_fail(lab, tmp_path, "behind", "hidden", {"Port": 2299}))
+    assert isinstance(exc, UnreachableError)
+    assert "ProxyJump host jump could not connect" in exc.message and ":2299" in exc.message
+
+
+def test_proxyjump_hop_auth_failure_names_the_hop(lab, tmp_path):
+    config = config_with(lab, tmp_path / "ssh_config", {
+        "badjump": (lab.hosts["jump"], {"IdentityFile": lab.keys.other_client_key()}),
+        "behind": (lab.hosts["hidden"], {"ProxyJump": "badjump"})})
+    provider = make_provider(config, "behind")
+    with lab.client.inside(), pytest.raises(AuthError) as info:
+        provider.discover()
+    provider.close()
+    assert "badjump" in info.value.message and "ProxyJump hop badjump on the way to behind" in info.value.message
+
+
+def test_failing_host_does_not_stop_the_others(lab, tmp_path):
+    config = config_with(lab, tmp_path / "ssh_config", {
+        "closed": (lab.hosts["h1"], {"Port": 2299}),
+        "badauth": (lab.hosts["h1"], {"IdentityFile": lab.keys.other_client_key()})})
+    provider = make_provider(config, "h2", "closed", "badauth", rpn=2)
+    try:
+        with lab.client.inside():
+            good, closed, badauth = provider.discover().targets
+            assert good.running and not closed.running and not badauth.running
+            assert "connection refused" in closed.status and "authentication" in badauth.status
+            assert [r.rank for r in closed.ranks] == [2, 3]  # still planned: forwards wait for the host
+            with pytest.raises(UpstreamError) as refused:
+                provider.open_stream(closed, 5678, timeout=5)
+            assert refused.value.retryable
+            with pytest.raises(UpstreamError) as denied:
+                provider.open_stream(badauth, 5678, timeout=5)
+            assert not denied.value.retryable
+            port = bridge(provider.open_stream(good, 5679, timeout=10))
+            assert debug_round("127.0.0.1", port, str(lab.program), BREAK_LINE, "rank", timeout=30) == "3"
+    finally:
+        provider.close()
+
+
+def test_ssh_agent_keys_are_used(lab, tmp_path, monkeypatch):
+    sock = lab.directory / f"agent-{os.getpid()}.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        eventually(sock.exists, 10, "ssh-agent socket")
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(lab.keys.client_key)], env=env, check=True,
+                       capture_output=True, timeout=10)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        config = config_with(lab, tmp_path / "ssh_config", {
+            "viaagent": (lab.hosts["h2"], {"IdentityFile": "none", "IdentitiesOnly": "no"})})
+        provider = make_provider(config, "viaagent", identity=(tmp_path / "absent",))
+        with lab.client.inside():
+            target = provider.discover().targets[0]
+        provider.close()
+        assert target.running and len(target.ranks) == 2
+    finally:
+        agent.terminate()
+        agent.wait(5)
+
+
+def test_provider_is_registered():
+    from dbgfwd.providers import load
+
+    assert load("ssh") is SshProvider

@@ -1,0 +1,215 @@
+"""The engine in-process, with a small provider over real loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from dbgfwd import markers
+from dbgfwd.engine import Engine, EngineSettings, PlanSettings, RankState, backoff_delays, slots_for
+from dbgfwd.errors import NotFoundError, UpstreamError
+from dbgfwd.providers.base import Capability, Discovery, Provider, ProviderConfig, RankInfo, Target
+
+
+class EchoServer:
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn):
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def close(self):
+        self.sock.close()
+
+
+class ScriptedProvider(Provider):
+    """Targets and failures set by the test; streams are real TCP connections."""
+
+    name = "scripted"
+    title = "Scripted"
+    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY})
+
+    def __init__(self, targets, fail=None):
+        super().__init__(ProviderConfig())
+        self.targets = targets
+        self.fail = fail  # callable(attempt) -> UpstreamError | None
+        self.attempts = 0
+        self.ready_ports: set[int] = set()
+
+    def discover(self):
+        return Discovery(tuple(self.targets), where="in the test")
+
+    def probe(self, target):
+        return markers.ProbeResult(listening=frozenset(("127.0.0.1", p) for p in self.ready_ports), tcp_known=True)
+
+    def open_stream(self, target, port, timeout):
+        self.attempts += 1
+        if self.fail:
+            err = self.fail(self.attempts)
+            if err:
+                raise err
+        return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def _engine(provider, **kw):
+    settings = EngineSettings(poll_interval=0.1, rediscover_interval=0.1, backoff_initial=0.01, backoff_max=0.05,
+                              client_wait=kw.pop("client_wait", 5.0))
+    from tests.conftest import free_port_block
+
+    local_base = free_port_block(4, start=40000)
+    return Engine(provider, PlanSettings(base_port=1, local_base_port=local_base, **kw), settings)
+
+
+def _state(engine, rank=0):
+    return {s.planned.rank: s for s in engine.snapshot()}[rank]
+
+
+def _wait(pred, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_retryable_failures_then_success_relays_bytes():
+    echo = EchoServer()
+    t = Target(key="a", name="a", ranks=(RankInfo(0, 0, echo.port),))
+    prov = ScriptedProvider([t], fail=lambda n: UpstreamError("not yet") if n < 4 else None)
+    prov.ready_ports = {echo.port}
+    eng = _engine(prov)
+    eng.start()
+    try:
+        local = _state(eng).planned.local_port
+        assert _wait(lambda: _state(eng).state == RankState.READY)
+        with socket.create_connection(("127.0.0.1", local), timeout=5) as c:
+            c.sendall(b"x" * 100000)
+            got = b""
+            while len(got) < 100000:
+                got += c.recv(65536)
+            assert got == b"x" * 100000
+            assert _state(eng).state == RankState.CONNECTED
+        assert prov.attempts == 4
+        assert _wait(lambda: _state(eng).state == RankState.READY)
+        s = _state(eng)
+        assert (s.connections, s.failures, s.bytes_up, s.bytes_down) == (1, 3, 100000, 100000)
+    finally:
+        eng.stop()
+        echo.close()
+
+
+def test_non_retryable_failure_marks_rank_failed_with_reason():
+    echo = EchoServer()
+    t = Target(key="a", name="a", ranks=(RankInfo(0, 0, echo.port),))
+    prov = ScriptedProvider([t], fail=lambda n: UpstreamError("forbidden: needs create pods/portforward",
+                                                                retryable=False))
+    eng = _engine(prov)
+    eng.start()
+    try:
+        with socket.create_connection(("127.0.0.1", _state(eng).planned.local_port), timeout=5) as c:
+            c.settimeout(5)
+            assert c.recv(10) == b""  # closed on us
+        s = _state(eng)
+        assert s.state == RankState.FAILED and "pods/portforward" in s.reason
+        assert prov.attempts == 1
+    finally:
+        eng.stop()
+        echo.close()
+
+
+def test_client_gives_up_after_client_wait_and_listener_stays():
+    t = Target(key="a", name="a", running=False, status="Pending", ranks=(RankInfo(0, 0, 1),))
+    prov = ScriptedProvider([t])
+    eng = _engine(prov, client_wait=0.5)
+    eng.start()
+    try:
+        local = _state(eng).planned.local_port
+        for _ in range(2):  # the listener is still there the second time
+            with socket.create_connection(("127.0.0.1", local), timeout=5) as c:
+                c.settimeout(5)
+                assert c.recv(10) == b""
+        assert prov.attempts == 0
+        assert "Pending" in _state(eng).reason
+    finally:
+        eng.stop()
+
+
+def test_replaced_target_is_followed_on_the_same_local_port():
+    a, b = EchoServer(), EchoServer()
+    prov = ScriptedProvider([Target(key="slot0", name="pod-a", ranks=(RankInfo(0, 0, a.port),))])
+    eng = _engine(prov)
+    eng.start()
+    try:
+        local = _state(eng).planned.local_port
+        prov.targets = [Target(key="slot0", name="pod-b", ranks=(RankInfo(0, 0, b.port),))]
+        assert _wait(lambda: _state(eng).target_name == "pod-b")
+        with socket.create_connection(("127.0.0.1", local), timeout=5) as c:
+            c.sendall(b"hi")
+            assert c.recv(2) == b"hi"
+        assert (a.accepted, b.accepted) == (0, 1)
+        assert _state(eng).planned.local_port == local
+    finally:
+        eng.stop()
+        a.close()
+        b.close()
+
+
+def test_nothing_found_is_not_found_error():
+    with pytest.raises(NotFoundError, match="in the test"):
+        _engine(ScriptedProvider([])).start()
+
+
+def test_slots_from_rank_base_and_ranks_per_node():
+    ts = [Target(key="w1", name="worker-1", node_index=2, rank_base=4),
+          Target(key="m", name="master-0", node_index=0, rank_base=0),
+          Target(key="k", name="known", node_index=5, ranks=(RankInfo(10, 0, 7000),))]
+    got = [(s.rank, s.node, s.local_rank, s.remote_port) for s, _ in slots_for(ts, 5678, 2)]
+    assert got == [(0, "master-0", 0, 5678), (1, "master-0", 1, 5679), (4, "worker-1", 0, 5678),
+                   (5, "worker-1", 1, 5679), (10, "known", 0, 7000)]
+    assert slots_for([Target(key="x", name="x")], 5678, None) == []
+
+
+def test_backoff_is_capped_and_jittered():
+    delays = backoff_delays(0.1, 1.0)
+    values = [next(delays) for _ in range(20)]
+    assert all(0.05 <= v <= 1.0 for v in values)
+    assert max(values[10:]) <= 1.0 and min(values[10:]) >= 0.5
+
+
+def test_relay_closes_when_upstream_never_answers_a_half_close():
+    from dbgfwd.relay import Relay
+
+    a, b = socket.socketpair()  # client side
+    c, d = socket.socketpair()  # upstream side; d is "the rank" and never closes
+    relay = Relay(b, c, linger=0.3)
+    t = threading.Thread(target=relay.run, daemon=True)
+    t.start()
+    a.sendall(b"bye")
+    a.shutdown(socket.SHUT_WR)
+    assert d.recv(3) == b"bye"
+    t.join(5)
+    assert not t.is_alive() and relay.closed
+    for s in (a, d):
+        s.close()

@@ -1,0 +1,190 @@
+"""Merging into real-world launch.json/tasks.json: user bytes kept, ours replaced, bad files untouched."""
+
+import os
+import stat
+
+import pytest
+
+from dbgfwd.errors import BadFileError, ExitCode
+from dbgfwd.vscode import (LaunchOptions, generate, owns_launch_entry, owns_task, plan_changes, render_diff,
+                           update_launch_json)
+from dbgfwd.vscode.jsonc import loads, parse
+from dbgfwd.vscode.writer import BACKUP_SUFFIX
+from tests.vscode.conftest import entries, fixture_bytes
+
+OPTS = LaunchOptions(remote_root="/workspace", compounds=((0, 1),), compound_per_node=True)
+USER_FILES = ["user_launch.jsonc", "compact_launch.jsonc", "no_lists_launch.jsonc"]
+
+
+def user_spans(text: str) -> list[str]:
+    """Source text of every element the user owns in configurations/compounds, and every comment."""
+    root = parse(text)
+    out = []
+    for key in ("configurations", "compounds"):
+        node = root.member(key)
+        for item in node.items if node else []:
+            if not owns_launch_entry(item.value):
+                out.append(text[item.start:item.end])
+    return out
+
+
+def comments(text: str) -> list[str]:
+    import re
+    return re.findall(r"//[^\r\n]*|/\*.*?\*/", text, re.S)
+
+
+@pytest.mark.parametrize("name", USER_FILES)
+@pytest.mark.parametrize("crlf", [False, True])
+def test_user_content_is_kept_byte_for_byte(vscode_dir, name, crlf):
+    original = fixture_bytes(name, crlf)
+    path = vscode_dir / "launch.json"
+    path.write_bytes(original)
+    result = update_launch_json(path, entries(4), OPTS)
+    assert result.changed and result.tasks_changed
+    new = path.read_bytes().decode()
+    old = original.decode()
+    for span in user_spans(old):
+        assert span in new
+    assert comments(new) == comments(old)
+    assert user_spans(new) == user_spans(old)
+    # The user's values, in order, plus exactly ours.
+    data = loads(new)
+    gen = generate(entries(4), OPTS)
+    assert [c for c in data["configurations"] if owns_launch_entry(c)] == gen.configurations
+    assert [c for c in data["compounds"] if owns_launch_entry(c)] == gen.compounds
+    if crlf:
+        assert b"\n" not in new.encode().replace(b"\r\n", b"")  # no bare LF crept in
+    # Idempotent: the second run writes nothing.
+    mtime = path.stat().st_mtime_ns
+    again = update_launch_json(path, entries(4), OPTS)
+    assert not again.changed and not again.tasks_changed and path.stat().st_mtime_ns == mtime
+    # Removing every rank takes all of ours out and gives back the user's file.
+    update_launch_json(path, [], OPTS)
+    back = path.read_bytes()
+    if name == "user_launch.jsonc":
+        assert back == original
+    else:  # lists dbgfwd had to add stay, empty
+        assert loads(back.decode()) == {"configurations": [], "compounds": [], **loads(old)}
+        assert comments(back.decode()) == comments(old) and user_spans(back.decode()) == user_spans(old)
+
+
+def test_user_tasks_kept_and_wait_tasks_replaced(vscode_dir):
+    original = fixture_bytes("user_tasks.jsonc")
+    (vscode_dir / "tasks.json").write_bytes(original)
+    path = vscode_dir / "launch.json"
+    update_launch_json(path, entries(4), OPTS)
+    tasks = loads((vscode_dir / "tasks.json").read_text())["tasks"]
+    assert tasks[0]["label"] == "build"
+    labels = [t["label"] for t in tasks if owns_task(t)]
+    assert labels == ["dbgfwd: wait for all ranks", "dbgfwd: wait for ranks 0-1", "dbgfwd: wait for ranks 2-3"]
+    compound_tasks = {c["preLaunchTask"] for c in loads(path.read_text())["compounds"]}
+    assert compound_tasks == set(labels)
+    update_launch_json(path, entries(4), LaunchOptions(wait_task=False))
+    assert (vscode_dir / "tasks.json").read_bytes() == original
+    assert all("preLaunchTask" not in c for c in loads(path.read_text())["compounds"])
+
+
+def test_changing_one_port_rewrites_only_that_config(vscode_dir):
+    path = vscode_dir / "launch.json"
+    path.write_bytes(fixture_bytes("user_launch.jsonc"))
+    update_launch_json(path, entries(4), OPTS)
+    before = path.read_text()
+    moved = entries(4)
+    moved[2] = moved[2].__class__(**{**moved[2].__dict__, "local_port": 7777})
+    diff = render_diff(plan_changes(path, moved, OPTS))
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == ['-\t\t\t\t"port": 6002', '+\t\t\t\t"port": 7777'], diff
+    assert path.read_text() == before  # planning wrote nothing
+
+
+def test_fewer_ranks_remove_their_entries(vscode_dir):
+    path = vscode_dir / "launch.json"
+    update_launch_json(path, entries(4), OPTS)
+    update_launch_json(path, entries(2), OPTS)
+    data = loads(path.read_text())
+    assert [c["name"] for c in data["configurations"]] == ["dbgfwd: rank 0 (worker-0)", "dbgfwd: rank 1 (worker-0)"]
+    assert all(n.endswith("(worker-0)") for c in data["compounds"] for n in c["configurations"])
+
+
+def test_new_file_and_empty_file(vscode_dir):
+    path = vscode_dir / "launch.json"
+    update_launch_json(path, entries(1), LaunchOptions())
+    assert loads(path.read_text())["version"] == "0.2.0"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not (vscode_dir / ("launch.json" + BACKUP_SUFFIX)).exists()  # nothing to back up
+    path.write_text("  \n")
+    result = update_launch_json(path, entries(1), LaunchOptions())
+    assert result.changed and len(loads(path.read_text())["configurations"]) == 1
+
+
+def test_backup_made_once_with_0600(vscode_dir):
+    path = vscode_dir / "launch.json"
+    original = fixture_bytes("user_launch.jsonc")
+    path.write_bytes(original)
+    os.chmod(path, 0o664)
+    first = update_launch_json(path, entries(2), OPTS)
+    assert first.backup == vscode_dir / ("launch.json" + BACKUP_SUFFIX)
+    assert first.backup.read_bytes() == original
+    assert stat.S_IMODE(first.backup.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o664  # the file keeps its mode
+    second = update_launch_json(path, entries(3), OPTS)
+    assert second.changed and second.backup is None
+    assert first.backup.read_bytes() == original  # still the user's version
+
+
+def test_symlinked_launch_json_stays_a_symlink(tmp_path, vscode_dir):
+    real = tmp_path / "shared-launch.json"
+    real.write_bytes(fixture_bytes("compact_launch.jsonc"))
+    link = vscode_dir / "launch.json"
+    link.symlink_to(real)
+    update_launch_json(link, entries(1), LaunchOptions())
+    assert link.is_symlink() and len(loads(real.read_text())["configurations"]) == 2
+
+
+def test_dry_run_writes_nothing(vscode_dir):
+    path = vscode_dir / "launch.json"
+    result = update_launch_json(path, entries(2), OPTS, dry_run=True)
+    assert result.changed and not path.exists() and not (vscode_dir / "tasks.json").exists()
+    diff = render_diff(plan_changes(path, entries(2), OPTS))
+    assert diff.startswith("--- /dev/null\n+++ ") and '+            "name": "dbgfwd: rank 1 (worker-0)",' in diff
+
+
+BAD_DOCS = [
+    ('{\n\t"configurations": [\n\t\t{"name": "x"}\n\t\t{"name": "y"}\n\t]\n}\n', 4, 3),
+    ('{"configurations": [1, 2,, 3]}', 1, 26),
+    ('{"configurations": {"not": "a list"}}', 1, 20),
+    ('["not", "an", "object"]', 1, 1),
+    ('{"configurations": [], "configurations": []}', 1, 42),
+    ('{\r\n  "version": "0.2.0",\r\n  /* unterminated\r\n}', 3, 3),
+    ('// only a comment\n', 2, 1),
+]
+
+
+@pytest.mark.parametrize("text, line, column", BAD_DOCS)
+def test_invalid_documents_are_left_untouched(vscode_dir, text, line, column):
+    path = vscode_dir / "launch.json"
+    path.write_bytes(text.encode())
+    with pytest.raises(BadFileError) as info:
+        update_launch_json(path, entries(2), OPTS)
+    err = info.value
+    assert (err.line, err.column) == (line, column)
+    assert f"launch.json:{line}:{column}: " in str(err) and err.code == ExitCode.BAD_FILE
+    assert path.read_bytes() == text.encode()
+    assert sorted(p.name for p in vscode_dir.iterdir()) == ["launch.json"]  # no backup, no tasks.json
+
+
+def test_invalid_tasks_json_means_launch_json_untouched_too(vscode_dir):
+    (vscode_dir / "tasks.json").write_text('{"tasks": [}')
+    path = vscode_dir / "launch.json"
+    path.write_bytes(fixture_bytes("compact_launch.jsonc"))
+    with pytest.raises(BadFileError, match=r"tasks.json:1:12"):
+        update_launch_json(path, entries(2), OPTS)
+    assert path.read_bytes() == fixture_bytes("compact_launch.jsonc")
+
+
+def test_not_utf8_is_refused_with_position(vscode_dir):
+    path = vscode_dir / "launch.json"
+    path.write_bytes(b'{\n  "name": "caf\xe9"\n}')
+    with pytest.raises(BadFileError) as info:
+        update_launch_json(path, entries(1), OPTS)
+    assert (info.value.line, info.value.column) == (2, 15)
