@@ -33,11 +33,19 @@ class BenchEnv:
     workdir: Path
     runtime_dir: Path  # markers of the upstream ranks (what the local provider reads)
     base_port: int  # --base-port for dbgfwd (the debugpy rank listens there)
-    ranks: dict  # rank -> upstream port on 127.0.0.1
+    ranks: dict  # rank -> upstream port on 127.0.0.1 (of the machine the ranks run on)
+    prefix: tuple = ()  # argv prefix running forwarders where the client is (nsenter into the lab client)
+    ssh_config: Path | None = None  # for ssh paths: Host "h1" is where the ranks run
+    host: str = "h1"
+
+    def enter(self):
+        """Context in which the measuring client's sockets are made (the lab client's namespace)."""
+        return contextlib.nullcontext()
 
 
 class BenchPath:
     name: str = ""
+    world: str = "local"  # "local": ranks on this machine; "ssh-lab": ranks on a test host behind sshd
     baseline_of: str | None = None  # the path this one is the reference for ("ssh -L" for "dbgfwd ssh")
     is_dbgfwd = False
 
@@ -102,12 +110,13 @@ class Socat(BenchPath):
 class DbgfwdAttach:
     """A running `dbgfwd attach` subprocess; endpoints read from its session.json."""
 
-    def __init__(self, args: list[str], workspace: Path, log: Path):
+    def __init__(self, args: list[str], workspace: Path, log: Path, prefix: tuple = ()):
         self.workspace = workspace
         self.log = log
         self._fh = open(log, "wb")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "dbgfwd", "attach", "--workspace", str(workspace), *args],
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "dbgfwd", "attach", "--workspace", str(workspace),
+                                      *args],
                                      stdout=self._fh, stderr=subprocess.STDOUT, env=dbgfwd_env(), cwd=ROOT,
                                      start_new_session=True)
 
@@ -176,60 +185,32 @@ def _provider(name: str) -> bool:
     return name in REGISTRY
 
 
-class _Sshd:
-    """One loopback sshd (tests/support/sshd.py from issue 4) shared by the ssh paths of a run."""
-
-    _instance = None
-
-    @classmethod
-    def get(cls, workdir: Path):
-        if cls._instance is None:
-            from tests.support import sshd
-
-            keys = sshd.SshKeys.create(workdir / "sshkeys")
-            server = sshd.Sshd(workdir / "sshd", keys, port=sshd.free_port()).start()
-            known = workdir / "known_hosts"
-            known.write_text(server.known_hosts_line("127.0.0.1") + "\n")
-            cfg = workdir / "ssh_config"
-            sshd.write_ssh_config(cfg, {"benchhost": {
-                "HostName": "127.0.0.1", "Port": server.port, "IdentityFile": str(keys.client_key),
-                "UserKnownHostsFile": str(known), "StrictHostKeyChecking": "yes", "IdentitiesOnly": "yes"}})
-            cls._instance = (server, keys, cfg)
-        return cls._instance
-
-    @classmethod
-    def close(cls):
-        if cls._instance is not None:
-            cls._instance[0].stop()
-            cls._instance = None
-
-
 def _ssh_unavailable() -> str | None:
-    if not shutil.which("ssh") or not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"):
-        return "OpenSSH client/server not installed (apt-get install openssh-client openssh-server)"
-    if not _support("sshd"):
-        return "tests/support/sshd.py not on this branch yet (lands with issue 4: git merge main)"
-    return None
+    if not _support("netns") or not _support("sshd"):
+        return "tests/support/{netns,sshd}.py not on this branch yet (lands with issue 4: git merge main)"
+    from tests.support.netns import Lab
+
+    return Lab.supported()
 
 
 class SshL(BenchPath):
     name = "ssh -L"
+    world = "ssh-lab"
 
     def unavailable(self):
         return _ssh_unavailable()
 
     @contextlib.contextmanager
     def open(self, env):
-        _, _, cfg = _Sshd.get(env.workdir)
         out, args = {}, []
         for r, port in env.ranks.items():
             local = free_port()
             out[r] = ("127.0.0.1", local)
             args += ["-L", f"127.0.0.1:{local}:127.0.0.1:{port}"]
-        proc = subprocess.Popen(["ssh", "-F", str(cfg), "-N", "-o", "ExitOnForwardFailure=yes", *args, "benchhost"],
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen([*env.prefix, "ssh", "-F", str(env.ssh_config), "-N", "-o", "ExitOnForwardFailure=yes",
+                                 *args, env.host], stdin=subprocess.DEVNULL)
         try:
-            wait_listening([p for _, p in out.values()], proc=proc)
+            wait_listening([p for _, p in out.values()], proc=proc, netns_pid=proc.pid)
             yield out
         finally:
             proc.terminate()
@@ -238,7 +219,7 @@ class SshL(BenchPath):
 
 class DbgfwdSsh(BenchPath):
     name = "dbgfwd ssh"
-    baseline_of = "ssh -L"
+    world = "ssh-lab"
     is_dbgfwd = True
 
     def unavailable(self):
@@ -251,12 +232,12 @@ class DbgfwdSsh(BenchPath):
 
     @contextlib.contextmanager
     def open(self, env):
-        _, _, cfg = _Sshd.get(env.workdir)
         ws = env.workdir / "ws-ssh"
         ws.mkdir(exist_ok=True)
-        # The ranks run on the ssh host (here: this machine); markers are read through ssh exec.
-        attach = DbgfwdAttach(["--provider", "ssh", "--ssh-config", str(cfg), "--base-port", str(env.base_port),
-                               "--no-launch-json", "benchhost"], ws, env.workdir / "attach-ssh.log")
+        # Markers are read on the host through ssh exec; streams are direct-tcpip channels.
+        attach = DbgfwdAttach(["--provider", "ssh", "--ssh-config", str(env.ssh_config), "--base-port",
+                               str(env.base_port), "--no-launch-json", env.host], ws, env.workdir / "attach-ssh.log",
+                              prefix=env.prefix)
         try:
             attach.wait_ready(len(env.ranks))
             eps = attach.endpoints()
@@ -278,13 +259,15 @@ class Pending(BenchPath):
         return "test server present but its bench path is not wired yet (add a BenchPath in bench/paths.py)"
 
 
-def wait_listening(ports: list[int], timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    """Wait until every port has a LISTEN socket (read from /proc/net/tcp: no connect)."""
-    from dbgfwd.markers import local_probe
+def wait_listening(ports: list[int], timeout: float = 30.0, proc: subprocess.Popen | None = None,
+                   netns_pid: int | str = "self") -> None:
+    """Wait until every port has a LISTEN socket (read from /proc/<pid>/net/tcp: no connect)."""
+    from dbgfwd.markers import parse_proc_net_tcp
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        listening = {p for _, p in local_probe(Path("/nonexistent")).listening}
+        text = "".join(Path(f"/proc/{netns_pid}/net/{f}").read_text() for f in ("tcp", "tcp6"))
+        listening = {p for _, p in parse_proc_net_tcp(text)}
         if set(ports) <= listening:
             return
         if proc is not None and proc.poll() is not None:
@@ -304,13 +287,19 @@ def register(path: BenchPath) -> None:
     PATHS.append(path)
 
 
+def slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9/]+", "-", name.lower()).strip("-")
+
+
 def select(names: list[str] | None) -> list[BenchPath]:
     if not names:
         return list(PATHS)
-    wanted = {n.strip().lower() for n in names}
-    chosen = [p for p in PATHS if p.name.lower() in wanted or p.name.lower().replace(" ", "-") in wanted]
-    unknown = wanted - {p.name.lower() for p in chosen} - {p.name.lower().replace(" ", "-") for p in chosen}
+    wanted = {slug(n) for n in names}
+    chosen = [p for p in PATHS if slug(p.name) in wanted]
+    unknown = wanted - {slug(p.name) for p in chosen}
     if unknown:
         raise SystemExit(f"bench: unknown path(s) {sorted(unknown)}; choose from: "
-                         f"{', '.join(p.name.replace(' ', '-') for p in PATHS)}")
+                         f"{', '.join(slug(p.name) for p in PATHS)}")
     return chosen

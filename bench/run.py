@@ -28,7 +28,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="smaller counts (about 2 minutes instead of ~6)")
     p.add_argument("--paths", default=None,
                    help="comma-separated paths to measure (default: all; " +
-                        ", ".join(x.name.replace(" ", "-") for x in paths.PATHS) + ")")
+                        ", ".join(paths.slug(x.name) for x in paths.PATHS) + ")")
     p.add_argument("--skip-scale", action="store_true", help="skip attach-to-ready / idle / --help measurements")
     p.add_argument("--scale", default=None, help="rank counts for attach-to-ready (default 8,64,256)")
     p.add_argument("--out", type=Path, default=None, help="JSON output file (default bench/results/<time>.json)")
@@ -76,9 +76,66 @@ class Upstreams:
         self.rank.stop()
 
 
+class LabUpstreams(Upstreams):
+    """The same two ranks on a test host `h1` (its own network namespace, /tmp and sshd), reached from
+    the lab's client namespace: where ssh -L and dbgfwd ssh run and the measuring client connects."""
+
+    def __init__(self, workdir: Path):
+        import os
+
+        from tests.support.netns import Lab
+
+        self.workdir = workdir
+        self.lab = Lab()
+        try:
+            self.host = self.lab.add_host("h1")
+            self.ssh_config = self.lab.write_ssh_config()
+            self.inside_dir = f"/tmp/dbgfwd-{os.getuid()}"
+            self.runtime = self.host.path(self.inside_dir)
+            self.base = 5678
+            self.program = write_program(self.lab.directory)
+            self.rank = start_rank(self.program, 0, 0, self.lab.directory / "ranks", base_port=self.base, world_size=2,
+                                   cmd_prefix=self.host.prefix(),
+                                   extra_env={"DBGFWD_RUNTIME_DIR": self.inside_dir,
+                                              "PYTHONPATH": str(paths.ROOT)})
+            wait_for_markers(self.runtime, {0}, procs=[self.rank])
+            self.echo = self._start_echo(0)
+            self.echo_port = self.echo.port
+        except BaseException:
+            self.lab.close()
+            raise
+
+    def _start_echo(self, port: int) -> EchoServer:
+        return EchoServer.start(port=port, rank=1, local_rank=1, marker_dir=self.inside_dir,
+                                cmd_prefix=self.host.prefix())
+
+    def env(self) -> paths.BenchEnv:
+        lab = self.lab
+
+        class LabEnv(paths.BenchEnv):
+            def enter(self):
+                return lab.client.inside()
+
+        return LabEnv(self.workdir, self.runtime, self.base, {0: self.base, 1: self.echo_port},
+                      prefix=tuple(lab.client.prefix()), ssh_config=self.ssh_config, host="h1")
+
+    def restart_echo_after(self, outage: float) -> float:
+        self.echo.kill()
+        time.sleep(outage)
+        self.echo = self._start_echo(self.echo_port)
+        return self.echo.listened
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.lab.close()
+
+
 def measure_path(path: paths.BenchPath, up: Upstreams, cfg: dict, log) -> dict:
     out: dict = {}
-    with path.open(up.env()) as eps:
+    env = up.env()
+    with path.open(env) as eps, env.enter():
         log(f"  {path.name}: DAP round trips ({cfg['dap_requests']} threads + evaluate)")
         out["dap"] = measure.dap_rtt(eps[0], str(up.program), BREAK_LINE, cfg["dap_requests"])
         log(f"  {path.name}: raw round trips ({cfg['rtt_messages']} x 64 B)")
@@ -113,23 +170,29 @@ def main(argv=None) -> int:
                      "paths": {}, "skipped": {}, "scale": [], "cli": {}}
     with tempfile.TemporaryDirectory(prefix="dbgfwd-bench-") as tmp:
         workdir = Path(tmp)
-        up = Upstreams(workdir)
-        try:
-            for path in chosen:
-                reason = path.unavailable()
-                if reason:
-                    log(f"skip {path.name}: {reason}")
-                    results["skipped"][path.name] = reason
-                    continue
-                log(f"path {path.name}")
-                try:
-                    results["paths"][path.name] = measure_path(path, up, cfg, log)
-                except Exception as exc:  # one broken path must not lose the others' figures
-                    log(f"  {path.name} FAILED: {type(exc).__name__}: {exc}")
-                    results["skipped"][path.name] = f"failed: {type(exc).__name__}: {exc}"
-        finally:
-            up.stop()
-            paths._Sshd.close()
+        runnable = []
+        for path in chosen:
+            reason = path.unavailable()
+            if reason:
+                log(f"skip {path.name}: {reason}")
+                results["skipped"][path.name] = reason
+            else:
+                runnable.append(path)
+        for world, make in (("local", Upstreams), ("ssh-lab", LabUpstreams)):
+            group = [p for p in runnable if p.world == world]
+            if not group:
+                continue
+            up = make(workdir)
+            try:
+                for path in group:
+                    log(f"path {path.name}")
+                    try:
+                        results["paths"][path.name] = measure_path(path, up, cfg, log)
+                    except Exception as exc:  # one broken path must not lose the others' figures
+                        log(f"  {path.name} FAILED: {type(exc).__name__}: {exc}")
+                        results["skipped"][path.name] = f"failed: {type(exc).__name__}: {exc}"
+            finally:
+                up.stop()
         if not args.skip_scale:
             counts = [int(c) for c in (args.scale or "8,64,256").split(",")]
             for n in counts:

@@ -211,10 +211,11 @@ class EchoServer:
     @classmethod
     def start(cls, port: int = 0, rank: int = 0, marker_dir: Path | None = None, count: int = 1,
               local_rank: int | None = None, timeout: float = 60.0,
-              accept_log: Path | None = None) -> "EchoServer":
+              accept_log: Path | None = None, cmd_prefix: list[str] | None = None) -> "EchoServer":
+        """`cmd_prefix` (nsenter ... --) runs it on a test host; `marker_dir` is then as the host sees it."""
         import subprocess
 
-        cmd = [sys.executable, "-S", __file__, "--port", str(port), "--rank", str(rank), "--count", str(count)]
+        cmd = [*(cmd_prefix or []), sys.executable, "-S", __file__, "--port", str(port), "--rank", str(rank), "--count", str(count)]
         if local_rank is not None:
             cmd += ["--local-rank", str(local_rank)]
         if marker_dir is not None:
