@@ -96,7 +96,7 @@ class Socat(BenchPath):
                 local = free_port()
                 procs.append(subprocess.Popen(
                     ["socat", f"TCP-LISTEN:{local},bind=127.0.0.1,reuseaddr,fork,nodelay",
-                     f"TCP:127.0.0.1:{port},nodelay"], stdin=subprocess.DEVNULL))
+                     f"TCP:127.0.0.1:{port},nodelay"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 out[r] = ("127.0.0.1", local)
             wait_listening([p for _, p in out.values()])
             yield out
@@ -208,7 +208,7 @@ class SshL(BenchPath):
             out[r] = ("127.0.0.1", local)
             args += ["-L", f"127.0.0.1:{local}:127.0.0.1:{port}"]
         proc = subprocess.Popen([*env.prefix, "ssh", "-F", str(env.ssh_config), "-N", "-o", "ExitOnForwardFailure=yes",
-                                 *args, env.host], stdin=subprocess.DEVNULL)
+                                 *args, env.host], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_listening([p for _, p in out.values()], proc=proc, netns_pid=proc.pid)
             yield out
@@ -256,7 +256,7 @@ class Pending(BenchPath):
         if not _support(self._support) or not _provider(self._provider):
             return (f"tests/support/{self._support}.py and the {self._provider} provider are not on this branch "
                     f"yet (issue {self._issue}: git merge main)")
-        return "test server present but its bench path is not wired yet (add a BenchPath in bench/paths.py)"
+        return "test server present, bench path not wired yet (add a BenchPath in bench/paths.py)"
 
 
 def wait_listening(ports: list[int], timeout: float = 30.0, proc: subprocess.Popen | None = None,

@@ -105,7 +105,8 @@ def _socat_idle(endpoints: dict, seconds: float) -> dict:
     try:
         for _, (_, port) in endpoints.items():
             procs.append(subprocess.Popen(["socat", f"TCP-LISTEN:{free_port()},bind=127.0.0.1,reuseaddr,fork",
-                                           f"TCP:127.0.0.1:{port}"], stdin=subprocess.DEVNULL))
+                                           f"TCP:127.0.0.1:{port}"], stdin=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
         time.sleep(1.0)
         return idle_cost([p.pid for p in procs], seconds)
     except FileNotFoundError:
