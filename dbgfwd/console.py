@@ -22,17 +22,26 @@ from dbgfwd import envvars
 SDK_LOGGERS = ("paramiko", "kubernetes", "urllib3", "botocore", "boto3", "websocket", "s3transfer")
 
 # Things that look like secrets in log text: bearer tokens, AWS signatures/tokens, SSM TokenValue,
-# query strings of presigned/stream URLs, private keys.
+# query strings of presigned/stream URLs, private keys, JWTs (kube service-account tokens), OpenShift
+# OAuth tokens (sha256~...), cookies, and any key=value / "key": "value" whose key names a secret.
+_SECRET_KEYS = (r"(?:[\w-]*token[\w-]*|tokenvalue|[\w-]*secret[\w-]*|x-amz-signature|x-amz-credential|"
+                r"signature|credential|[\w-]*password[\w-]*|[\w-]*passphrase[\w-]*|passwd|api[_-]?key|"
+                r"private[_-]?key)")
 _REDACTIONS = [
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S),
+     "<redacted private key>"),
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer\s+|basic\s+|aws4-hmac-sha256\s+)?[^\s\"',}]+"),
      r"\1\2<redacted>"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1<redacted>"),
-    (re.compile(r"(?i)([\"']?(?:token|tokenvalue|sessiontoken|secretaccesskey|x-amz-security-token|"
-                r"x-amz-signature|x-amz-credential|password|passphrase)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+"),
-     r"\1<redacted>"),
+    (re.compile(r"(?i)(\b(?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n}]+"), r"\1<redacted>"),
+    (re.compile(r"(?i)([\"']?" + _SECRET_KEYS + r"[\"']?\s*[:=]\s*(?:b?[\"'])?)[^\s\"'&,;}\\]+"), r"\1<redacted>"),
+    # "passphrase 'x'", "token \"x\"": a secret word followed by a quoted value
+    (re.compile(r"(?i)(\b(?:token|passphrase|password|secret)\s+)(['\"])[^'\"]*\2"), r"\1\2<redacted>\2"),
     (re.compile(r"((?:wss?|https?)://[^\s?\"']+)\?[^\s\"']+"), r"\1?<redacted>"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
-     "<redacted private key>"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+"), "<redacted jwt>"),
+    (re.compile(r"\bsha256~[A-Za-z0-9_-]{8,}"), "sha256~<redacted>"),
+    # user:password@ in URLs
+    (re.compile(r"((?:wss?|https?|ssh)://[^\s:/@\"']+):[^\s@/\"']+@"), r"\1:<redacted>@"),
 ]
 
 
@@ -50,6 +59,14 @@ class _RedactingFilter(logging.Filter):
             return True
         record.msg, record.args = redact(message), None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Redacts the whole formatted record: the filter cannot reach tracebacks (exc_info, stack_info),
+    whose exception messages may carry URLs or tokens."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class Console:
@@ -75,7 +92,7 @@ class Console:
         if self._handler is not None:
             root.removeHandler(self._handler)
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("dbgfwd: %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("dbgfwd: %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(_RedactingFilter())
         self._handler = handler
         root.addHandler(handler)
@@ -96,7 +113,7 @@ class Console:
         (self.err if self.json else self.out).print(*objects, **kwargs)
 
     def info(self, message: str) -> None:
-        self.err.print(message, markup=False, highlight=False)
+        self.err.print(redact(message), markup=False, highlight=False)
 
     def warn(self, message: str) -> None:
         self.err.print(f"dbgfwd: warning: {redact(message)}", style="yellow", markup=False, highlight=False)
@@ -106,6 +123,13 @@ class Console:
         if hint:
             line = f"{line.rstrip('.')}; {redact(hint)}"
         self.err.print(line, style="bold red", markup=False, highlight=False, soft_wrap=True)
+
+    def traceback(self) -> None:
+        """The current exception's traceback (--debug), redacted: messages may carry URLs or tokens.
+        Plain text, never rich's traceback with locals (locals can hold credentials)."""
+        import traceback
+
+        self.err.print(redact(traceback.format_exc()), markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:

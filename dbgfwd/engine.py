@@ -43,8 +43,14 @@ class EngineSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 3.0
     poll_interval: float = 1.0  # readiness probe of targets with ranks not ready
+    # Probe interval of targets while a client waits for its rank: the probe seeing the rank back is
+    # what wakes the waiting client (instead of it sleeping out a backoff of up to backoff_max).
+    hot_poll_interval: float = 0.2
     settled_poll_interval: float = 5.0  # probe of targets whose ranks are all ready
     rediscover_interval: float = 2.0
+    # While discovery keeps returning the same targets and every rank is ready, the interval doubles
+    # up to this (256 ranks re-read every 2 s cost ~1% of a core); any change resets it.
+    rediscover_max: float = 10.0
     probe_workers: int = 16
 
 
@@ -97,6 +103,7 @@ class _Rank:
     bytes_up: int = 0  # of finished relays
     bytes_down: int = 0
     listener: object = None
+    wake_gen: int = 0  # bumped (under Engine._wake) when a waiting client should retry now
 
 
 def backoff_delays(initial: float, maximum: float) -> Iterable[float]:
@@ -148,11 +155,14 @@ class Engine:
         self._probe_results: dict[str, object] = {}
         self._last_probe: dict[str, float] = {}
         self._stop = threading.Event()
+        self._wake = threading.Condition()  # waiting clients sleep on it between upstream attempts
+        self._kick = threading.Event()  # wakes the monitor early (a client started waiting)
         self._acceptor = Acceptor(self._accepted)
         self._monitor: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=self.settings.probe_workers, thread_name_prefix="dbgfwd-probe")
         self.where = ""
         self._started = False
+        self._applied: tuple | None = None  # inputs of the last _apply_targets (skip identical passes)
 
     # ---------- lifecycle ----------
     def start(self) -> None:
@@ -178,6 +188,9 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
+        with self._wake:
+            self._wake.notify_all()
         if self._monitor:
             self._monitor.join(timeout=10)
         if self._started:
@@ -252,8 +265,13 @@ class Engine:
         if new:
             self._plan_changed()
 
-    def _apply_targets(self, targets: Sequence[Target], initial: bool = False) -> None:
+    def _apply_targets(self, targets: Sequence[Target], initial: bool = False) -> bool:
+        """Fold a discovery (and the last probes' markers) into the plan. False: nothing new to apply."""
         with self._lock:
+            inputs = (list(targets), {k: getattr(v, "markers", ()) for k, v in self._probe_results.items()})
+            if not initial and inputs == self._applied:
+                return False
+            self._applied = inputs
             self._targets = {t.key: t for t in targets}
             known = [self._with_probed_ranks(t) for t in targets]
             slots = slots_for(known, self.plan.base_port, self.plan.ranks_per_node, self.plan.expected_ranks)
@@ -272,6 +290,7 @@ class Engine:
                     changed = True
         if changed or initial:
             self._plan_changed()
+        return True
 
     def _with_probed_ranks(self, target: Target) -> Target:
         """Fold ranks seen in the last probe's markers into the target."""
@@ -286,13 +305,22 @@ class Engine:
         last_discover = time.monotonic()
         last_keepalive = time.monotonic()
         rediscover = self.provider.has(Capability.REDISCOVERY)
-        while not self._stop.wait(self.settings.poll_interval):
+        discover_every = self.settings.rediscover_interval
+        while True:
+            self._kick.wait(self.settings.hot_poll_interval if self._clients_waiting()
+                            else self.settings.poll_interval)
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             now = time.monotonic()
             try:
-                if rediscover and now - last_discover >= self.settings.rediscover_interval:
+                if rediscover and now - last_discover >= discover_every:
                     last_discover = now
                     discovery = self.provider.discover()
-                    self._apply_targets(discovery.targets)
+                    if self._apply_targets(discovery.targets) or not self._settled():
+                        discover_every = self.settings.rediscover_interval
+                    else:
+                        discover_every = min(self.settings.rediscover_max, discover_every * 2)
                 self._probe_all()
                 if now - last_keepalive >= self.provider.keepalive_interval:
                     last_keepalive = now
@@ -304,6 +332,14 @@ class Engine:
                 self._set_reason_all(exc.message)
             except Exception as exc:  # never let the monitor die silently
                 log.exception("monitor error: %s", exc)
+
+    def _clients_waiting(self) -> bool:
+        with self._lock:
+            return any(r.retrying for r in self._ranks.values())
+
+    def _settled(self) -> bool:
+        with self._lock:
+            return all(r.ready and not r.retrying and not r.failed for r in self._ranks.values())
 
     def _set_reason_all(self, reason: str) -> None:
         with self._lock:
@@ -317,11 +353,16 @@ class Engine:
         with self._lock:
             targets = list(self._targets.values())
             pending_keys = {r.target.key for r in self._ranks.values() if r.target and not r.ready}
+            hot_keys = {r.target.key for r in self._ranks.values() if r.target and r.retrying}
         now = time.monotonic()
         due = []
         for t in targets:
-            interval = self.settings.poll_interval if (t.key in pending_keys or not t.ranks) else \
-                self.settings.settled_poll_interval
+            if t.key in hot_keys:
+                interval = self.settings.hot_poll_interval
+            elif t.key in pending_keys or not t.ranks:
+                interval = self.settings.poll_interval
+            else:
+                interval = self.settings.settled_poll_interval
             if force or now - self._last_probe.get(t.key, 0.0) >= interval:
                 due.append(t)
         results = {}
@@ -331,6 +372,7 @@ class Engine:
                 results[key] = fut.result()
                 self._last_probe[key] = now
         changed_ranks = False
+        wake = []
         with self._lock:
             self._probe_results.update({k: v for k, v in results.items() if v is not None})
             for r in self._ranks.values():
@@ -350,12 +392,19 @@ class Engine:
                                 ready = res.port_ready(m.port)
                 else:
                     continue
+                if ready and r.retrying:
+                    wake.append(r)  # its rank is (back) up: the waiting clients retry now
                 if ready != r.ready:
                     r.ready = ready
                     if ready:
                         r.failed = ""
                         r.reason = ""
                     changed_ranks = True
+        if wake:
+            with self._wake:
+                for r in wake:
+                    r.wake_gen += 1
+                self._wake.notify_all()
         # Markers may reveal ranks not planned yet (a job still starting).
         if results and any(getattr(v, "markers", ()) for v in results.values()):
             self._apply_targets(list(self._targets.values()))
@@ -426,16 +475,23 @@ class Engine:
                     waiting = True
                     with self._lock:
                         rank.retrying += 1
+                    self._kick.set()  # the monitor switches to hot probing of this target
                     self._state_changed()
                 if time.monotonic() > deadline or client_gone(client):
                     return None
-                self._stop.wait(min(next(delays), max(0.0, deadline - time.monotonic())))
+                self._sleep_unless_woken(rank, min(next(delays), max(0.0, deadline - time.monotonic())))
             return None
         finally:
             if waiting:
                 with self._lock:
                     rank.retrying -= 1
                 self._state_changed()
+
+    def _sleep_unless_woken(self, rank: _Rank, delay: float) -> None:
+        """Back off for `delay`, or less if a probe sees the rank come back (or the engine stops)."""
+        with self._wake:
+            gen = rank.wake_gen
+            self._wake.wait_for(lambda: rank.wake_gen != gen or self._stop.is_set(), timeout=delay)
 
     def _relay_done(self, rank: _Rank, relay: Relay) -> None:
         with self._lock:

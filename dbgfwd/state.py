@@ -47,14 +47,29 @@ def ensure_state_dir(workspace: Path) -> None:
     """Create .dbgfwd/ (0700) with a .gitignore so its files are never committed."""
     d = state_dir(workspace)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if d.stat().st_mode & 0o077:
+        os.chmod(d, 0o700)  # made earlier (by hand, an old version, a permissive umask): only us
     gitignore = d / ".gitignore"
     if not gitignore.exists():
         atomic_write_text(gitignore, "*\n", mode=0o644)
 
 
+def _redacted(value: Any) -> Any:
+    """Provider messages and target details land here: pass every string through the log redaction."""
+    from dbgfwd.console import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def write_session(workspace: Path, payload: dict[str, Any]) -> None:
     ensure_state_dir(workspace)
-    data = {"version": SESSION_VERSION, "pid": os.getpid(), "updated": time.time(), **payload}
+    data = {"version": SESSION_VERSION, "pid": os.getpid(), "updated": time.time(), **_redacted(payload)}
     atomic_write_text(session_path(workspace), json.dumps(data, indent=2) + "\n", mode=0o600)
 
 

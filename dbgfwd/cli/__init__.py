@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         app(args=args, prog_name="dbgfwd", standalone_mode=False)
     except DbgfwdError as exc:
         if console.debug:
-            console.err.print_exception()
+            console.traceback()
         console.error(exc.message, exc.hint)
         sys.exit(int(exc.code))
     except _NO_ARGS as exc:  # `dbgfwd` alone: help, exit 0... as click does
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.USAGE))
     except Exception as exc:  # a bug: one line unless --debug
         if console.debug:
-            console.err.print_exception()
+            console.traceback()
         console.error(f"unexpected {type(exc).__name__}: {exc}", "rerun with --debug and report it")
         sys.exit(int(ExitCode.ERROR))
     sys.exit(0)

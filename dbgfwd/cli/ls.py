@@ -16,6 +16,7 @@ def show_discovery(opts) -> None:
     from rich.table import Table
 
     from dbgfwd import providers
+    from dbgfwd.console import redact
     from dbgfwd.engine import slots_for
     from dbgfwd.session import provider_config
 
@@ -39,20 +40,20 @@ def show_discovery(opts) -> None:
     slots = slots_for(probed, opts.base_port, opts.ranks_per_node, opts.expected_ranks)
     if console.json:
         console.emit_json({
-            "provider": cls.name, "where": discovery.where,
+            "provider": cls.name, "where": redact(discovery.where),
             "targets": [{"key": t.key, "name": t.name, "node_index": t.node_index, "rank_base": t.rank_base,
                          "running": t.running, "status": t.status, "remote_root": t.remote_root,
-                         "detail": dict(t.detail)} for t in probed],
+                         "detail": {k: redact(str(v)) for k, v in t.detail.items()}} for t in probed],
             "ranks": [{"rank": s.rank, "node": s.node, "local_rank": s.local_rank, "remote_port": s.remote_port}
                       for s, _ in slots],
         })
         return
-    table = Table(title=f"{cls.name}: looked {discovery.where}", title_justify="left", show_edge=False)
+    table = Table(title=f"{cls.name}: looked {redact(discovery.where)}", title_justify="left", show_edge=False)
     for col in ("target", "index", "status", "ranks", "detail"):
         table.add_column(col)
     for t in probed:
         ranks = ",".join(str(s.rank) for s, tt in slots if tt.key == t.key) or "?"
-        detail = " ".join(f"{k}={v}" for k, v in t.detail.items())
+        detail = redact(" ".join(f"{k}={v}" for k, v in t.detail.items()))
         table.add_row(t.name, str(t.node_index), t.status, ranks, detail)
     console.print(table)
     if not probed:

@@ -1,0 +1,1 @@
+"""dbgfwd benchmarks (not tests): run `python -m bench [--quick]` from the repository root."""

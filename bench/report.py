@@ -1,0 +1,131 @@
+"""Ratios against the same run's baselines, the issue's targets, and the printed tables."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+# dbgfwd path -> the baselines it is compared with (first = the one the targets name)
+BASELINES = {"dbgfwd local": ("direct", "socat"), "dbgfwd ssh": ("ssh -L", "direct"),
+             "dbgfwd kubernetes": ("direct",), "dbgfwd batch/ssm": ("direct",)}
+
+
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def add_ratios(results: dict) -> None:
+    ratios = {}
+    for name, base_names in BASELINES.items():
+        mine = results["paths"].get(name)
+        if not mine:
+            continue
+        for base_name in base_names:
+            base = results["paths"].get(base_name)
+            if not base:
+                continue
+            r = {}
+            for label, keys in (("dap_threads_p50", ("dap", "threads", "p50_us")),
+                                ("dap_evaluate_p50", ("dap", "evaluate", "p50_us")),
+                                ("rtt_p50", ("rtt", "p50_us")), ("rtt_p99", ("rtt", "p99_us")),
+                                ("throughput", ("bulk", "mb_s"))):
+                a, b = _get(mine, *keys), _get(base, *keys)
+                if a and b:
+                    r[label] = a / b
+            ratios[f"{name} / {base_name}"] = r
+    results["ratios"] = ratios
+    results["targets"] = targets(results)
+
+
+def targets(results: dict) -> list[dict]:
+    out = []
+
+    def add(what, value, limit, ok, unit=""):
+        out.append({"target": what, "value": value, "limit": limit, "met": None if value is None else ok(value),
+                    "unit": unit})
+
+    ssh = results.get("ratios", {}).get("dbgfwd ssh / ssh -L", {})
+    add("DAP round trip dbgfwd ssh / ssh -L (threads p50)", ssh.get("dap_threads_p50"), "<= 1.2x",
+        lambda v: v <= 1.2, "x")
+    add("raw round trip dbgfwd ssh / ssh -L (p50)", ssh.get("rtt_p50"), "<= 1.2x", lambda v: v <= 1.2, "x")
+    add("throughput dbgfwd ssh / ssh -L", ssh.get("throughput"), ">= 0.5x", lambda v: v >= 0.5, "x")
+    for row in results.get("scale", []):
+        limit = {64: 2.0, 256: 5.0}.get(row["ranks"])
+        if limit:
+            add(f"{row['ranks']} ranks ready (local)", row.get("ready_s"), f"<= {limit:g} s",
+                lambda v, lim=limit: v <= lim, "s")
+    for name in ("dbgfwd local", "dbgfwd ssh"):
+        rec = _get(results["paths"].get(name), "reconnect", "max_s")
+        if rec is not None:
+            add(f"reconnect after upstream returns ({name}, worst)", rec, "<= 1 s", lambda v: v <= 1.0, "s")
+    idle = next((r["idle"] for r in results.get("scale", []) if r.get("idle") and r["ranks"] >= 256), None)
+    if idle:
+        add("256 idle forwards CPU", idle["cpu_pct"], "< 1 %", lambda v: v < 1.0, "%")
+        add("256 idle forwards RSS", idle["rss_mb"], "< 150 MB", lambda v: v < 150, "MB")
+    helpt = _get(results.get("cli"), "dbgfwd --help", "median_ms")
+    add("dbgfwd --help", helpt, "< 300 ms", lambda v: v < 300, "ms")
+    return out
+
+
+def _f(v, fmt="{:.0f}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def print_table(results: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    t = Table(title="Forward paths (same run)", title_justify="left")
+    for col in ("path", "DAP threads p50/p99 µs", "DAP evaluate p50/p99 µs", "raw RTT p50/p99 µs", "bulk MB/s",
+                "reconnect median/max s"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    for name, r in results["paths"].items():
+        t.add_row(name,
+                  f"{_f(_get(r, 'dap', 'threads', 'p50_us'))} / {_f(_get(r, 'dap', 'threads', 'p99_us'))}",
+                  f"{_f(_get(r, 'dap', 'evaluate', 'p50_us'))} / {_f(_get(r, 'dap', 'evaluate', 'p99_us'))}",
+                  f"{_f(_get(r, 'rtt', 'p50_us'))} / {_f(_get(r, 'rtt', 'p99_us'))}",
+                  _f(_get(r, 'bulk', 'mb_s')),
+                  f"{_f(_get(r, 'reconnect', 'median_s'), '{:.2f}')} / {_f(_get(r, 'reconnect', 'max_s'), '{:.2f}')}")
+    for name, reason in results.get("skipped", {}).items():
+        t.add_row(name, f"skipped: {reason}", "", "", "", "")
+    console.print(t)
+
+    if results.get("ratios"):
+        rt = Table(title="Ratios (dbgfwd / baseline; lower is better except throughput)", title_justify="left")
+        for col in ("pair", "DAP threads p50", "DAP evaluate p50", "RTT p50", "RTT p99", "throughput"):
+            rt.add_column(col, justify="left" if col == "pair" else "right")
+        for pair, r in results["ratios"].items():
+            rt.add_row(pair, *(_f(r.get(k), "{:.2f}x") for k in
+                               ("dap_threads_p50", "dap_evaluate_p50", "rtt_p50", "rtt_p99", "throughput")))
+        console.print(rt)
+
+    if results.get("scale"):
+        st = Table(title="Attach to all ready (local provider)", title_justify="left")
+        for col in ("ranks", "upstream", "ready s", "threads", "idle CPU % / RSS MB", "socat x N: CPU % / RSS MB"):
+            st.add_column(col, justify="right")
+        for row in results["scale"]:
+            idle, soc = row.get("idle"), row.get("socat_idle") or {}
+            st.add_row(str(row["ranks"]), row["upstream"], _f(row.get("ready_s"), "{:.2f}"),
+                       str(row.get("threads_idle", row.get("threads_ready", ""))),
+                       f"{idle['cpu_pct']:.2f} / {idle['rss_mb']:.0f}" if idle else "-",
+                       f"{soc['cpu_pct']:.2f} / {soc['rss_mb']:.0f}" if soc.get("rss_mb") is not None else "-")
+        console.print(st)
+
+    if results.get("cli"):
+        ct = Table(title="CLI start time (median of runs)", title_justify="left")
+        ct.add_column("command")
+        ct.add_column("ms", justify="right")
+        for cmd, r in results["cli"].items():
+            ct.add_row(cmd, f"{r['median_ms']:.0f}")
+        console.print(ct)
+
+    tt = Table(title="Targets (issue 7)", title_justify="left")
+    for col in ("target", "measured", "limit", "met"):
+        tt.add_column(col)
+    for row in results.get("targets", []):
+        v = row["value"]
+        shown = "not measured" if v is None else f"{v:.2f} {row['unit']}".strip()
+        tt.add_row(row["target"], shown, row["limit"], {True: "yes", False: "NO", None: "-"}[row["met"]])
+    console.print(tt)
