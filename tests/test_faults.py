@@ -177,6 +177,7 @@ def test_local_port_taken_between_runs(tmp_path, port_block):
     try:
         first = run(name="run1")
         squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # run1's TIME_WAIT must not fail the test
         squatter.bind(("127.0.0.1", first))
         squatter.listen(1)
         try:

@@ -71,6 +71,7 @@ def test_busy_port_is_a_clear_error(tmp_path):
 
     base = free_port_block(1)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers must not fail us
         s.bind(("127.0.0.1", base))
         s.listen(1)
         res = _run(tmp_path, {"RANK": "0", "LOCAL_RANK": "0", "DBGFWD_RUNTIME_DIR": str(tmp_path / "run")},

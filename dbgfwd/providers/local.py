@@ -45,7 +45,10 @@ class LocalProvider(Provider):
         ranks = {m.rank: RankInfo(m.rank, m.local_rank, m.port) for m in probe.markers}
         cwd = next((m.cwd for m in probe.markers if m.cwd), None)
         claimed = {m.port for m in probe.markers}
-        for port in _plain_debugpy_ports(probe, self.config.base_port, claimed):
+        # Plain debugpy listeners are the fallback for ranks started without the launcher; when the
+        # job's markers exist, another session's debugpy in the port range is not one of its ranks.
+        plain = [] if probe.markers else _plain_debugpy_ports(probe, self.config.base_port, claimed)
+        for port in plain:
             local_rank = port - self.config.base_port
             if local_rank not in {r.local_rank for r in ranks.values()}:
                 ranks.setdefault(local_rank, RankInfo(local_rank, local_rank, port))

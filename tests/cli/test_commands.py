@@ -48,6 +48,7 @@ def test_ranks_are_stable_across_runs_when_saved(tmp_path, port_block):
                                "--workspace", str(tmp_path)).stdout)
     # Now rank 1's port is taken by someone else: the remembered map still decides the others.
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", base + 1))
         s.listen(1)
         second = json.loads(cli.run("ranks", "3", "--base-port", str(base), "--json",
@@ -60,6 +61,7 @@ def test_ranks_are_stable_across_runs_when_saved(tmp_path, port_block):
 def test_busy_explicit_port_is_one_line_exit_4(tmp_path, port_block):
     base = port_block(2)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", base + 1))
         s.listen(1)
         res = cli.run("ranks", "2", "--local-base-port", str(base), "--workspace", str(tmp_path))

@@ -129,6 +129,7 @@ def test_no_connection_reaches_a_rank_port_without_a_client(tmp_path, port_block
     runtime = tmp_path / "run"
     base = port_block(1)
     listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", base))
     listener.listen(8)
     listener.setblocking(False)
