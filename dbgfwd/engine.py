@@ -9,7 +9,6 @@ to a new port or a new pod is served again on the same local port.
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import threading
@@ -21,18 +20,10 @@ from typing import Callable, Iterable, Sequence
 from dbgfwd.errors import DbgfwdError, NotFoundError, PortError, UpstreamError
 from dbgfwd.planner import PlannedRank, PortMemory, RankSlot, assign_local_ports
 from dbgfwd.providers.base import Capability, Provider, RankInfo, Target
+from dbgfwd.ranks import PlanSettings, RankState, RankStatus, slots_for  # noqa: F401  (re-exported)
 from dbgfwd.relay import Acceptor, Relay, bind_listener, client_gone
 
 log = logging.getLogger("dbgfwd.engine")
-
-
-class RankState(str, enum.Enum):
-    PLANNED = "planned"  # has a local port, listener not up yet
-    WAITING = "waiting"  # listener up, rank not there (not started, not listening, pod pending)
-    READY = "ready"  # rank is listening (seen out of band)
-    CONNECTED = "connected"  # one or more clients are relayed to the rank
-    RECONNECTING = "reconnecting"  # a client waits while upstream attempts fail and are retried
-    FAILED = "failed"  # a failure retrying cannot fix (forbidden, expired credentials)
 
 
 @dataclass(frozen=True)
@@ -52,41 +43,6 @@ class EngineSettings:
     # up to this (256 ranks re-read every 2 s cost ~1% of a core); any change resets it.
     rediscover_max: float = 10.0
     probe_workers: int = 16
-
-
-@dataclass(frozen=True)
-class PlanSettings:
-    base_port: int = 5678
-    local_base_port: int = 5678
-    strict_local_ports: bool = False  # the user chose --local-base-port: its ports must be free
-    ranks_per_node: int | None = None
-    only: frozenset[int] | None = None
-    expected_ranks: int | None = None  # plan this many ranks before they show up
-
-
-@dataclass(frozen=True)
-class RankStatus:
-    """An immutable snapshot of one rank, for tables, session.json and launch.json."""
-
-    planned: PlannedRank
-    target_name: str
-    target_status: str
-    state: RankState
-    reason: str
-    clients: int
-    connections: int
-    failures: int
-    bytes_up: int
-    bytes_down: int
-    remote_root: str | None
-
-    def as_dict(self) -> dict:
-        d = self.planned.as_dict()
-        d.update(state=self.state.value, reason=self.reason, clients=self.clients,
-                 connections=self.connections, failures=self.failures, bytes_up=self.bytes_up,
-                 bytes_down=self.bytes_down, target_name=self.target_name, target_status=self.target_status,
-                 remote_root=self.remote_root)
-        return d
 
 
 @dataclass
@@ -112,30 +68,6 @@ def backoff_delays(initial: float, maximum: float) -> Iterable[float]:
     while True:
         yield random.uniform(delay / 2, delay)
         delay = min(maximum, delay * 2)
-
-
-def slots_for(targets: Sequence[Target], base_port: int, ranks_per_node: int | None,
-              expected: int | None = None) -> list[tuple[RankSlot, Target]]:
-    """Rank slots implied by what is known about each target.
-
-    Known ranks (markers) win; else `ranks_per_node` ranks per target starting at the target's
-    rank base (workload index) or node_index * ranks_per_node.
-    """
-    ordered = sorted(targets, key=lambda t: (t.node_index, t.name))
-    rpn = ranks_per_node
-    if rpn is None and expected and ordered and expected % len(ordered) == 0 and not any(t.ranks for t in ordered):
-        rpn = expected // len(ordered)
-    out: dict[int, tuple[RankSlot, Target]] = {}
-    for t in ordered:
-        infos: list[RankInfo] = list(t.ranks)
-        if not infos and rpn:
-            start = t.rank_base if t.rank_base is not None else t.node_index * rpn
-            infos = [RankInfo(rank=start + lr, local_rank=lr, port=base_port + lr) for lr in range(rpn)]
-        for info in infos:
-            slot = RankSlot(rank=info.rank, node=t.name, node_index=t.node_index, local_rank=info.local_rank,
-                            remote_port=info.port, target_key=t.key)
-            out.setdefault(info.rank, (slot, t))
-    return [out[r] for r in sorted(out)]
 
 
 class Engine:
