@@ -130,11 +130,13 @@ class HostConnection:
         cap = _RETRY_CAP_UNREACHABLE if isinstance(exc, UnreachableError) else _RETRY_CAP_REFUSED
         return when + min(cap, 0.25 * 2 ** max(0, self.failures - 1))
 
-    def drop(self) -> None:
-        """Close the transport (the next use reconnects)."""
-        t = self._transport
-        if t is not None:
-            t.close()
+    def drop(self, transport) -> None:
+        """Close `transport`, the one a failure was seen on (the next use reconnects).
+
+        Never "whatever is current": the failure may surface after another thread already
+        reconnected, and closing that fresh transport would cut every forward it carries."""
+        if transport is not None:
+            transport.close()
 
     def close(self) -> None:
         self._closed.set()
@@ -173,7 +175,7 @@ class HostConnection:
         except paramiko.ChannelException as exc:
             raise failures.channel_refused(exc, self.settings, port) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.drop()
+            self.drop(transport)
             raise UpstreamError(f"ssh: connection to {self.settings.alias} dropped while opening port "
                                 f"{port} ({failures.describe(exc)})", retryable=True) from None
         channel.settimeout(None)
@@ -207,7 +209,7 @@ class HostConnection:
             raise UnreachableError(f"ssh: command on {self.settings.alias} did not finish in {timeout:g}s",
                                    hint="the host may be overloaded; dbgfwd retries") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.drop()
+            self.drop(transport)
             raise UnreachableError(f"ssh: connection to {self.settings.alias} dropped "
                                    f"({failures.describe(exc)})", hint="dbgfwd reconnects") from None
 

@@ -102,6 +102,26 @@ def test_nothing_listening_is_retryable(lab, provider_for):
     assert info.value.retryable and "5690" in info.value.message and "h1" in info.value.message
 
 
+def test_late_failure_on_a_dead_transport_spares_its_replacement(lab, provider_for, monkeypatch):
+    """A stream open that picked up a transport just before it died fails after another thread has
+    reconnected: it must close the dead transport, not the fresh one carrying the other forwards."""
+    with lab.client.inside():
+        provider = provider_for("h1")
+        target = provider.discover().targets[0]
+        conn = provider.connection(target)
+        dead = conn.transport()
+        dead.close()
+        fresh = conn.transport()
+        assert fresh is not dead and fresh.is_active()
+        monkeypatch.setattr(conn, "transport", lambda timeout=None: dead)  # the race, made certain
+        with pytest.raises(UpstreamError) as info:
+            conn.open_channel(5678, 10)
+        assert info.value.retryable
+        monkeypatch.undo()
+        assert fresh.is_active() and conn.transport() is fresh
+        assert conn.run("echo still here", 10) == (0, "still here\n")
+
+
 # ---- one-line errors naming the host and the fix ----
 
 def _fail(lab, tmp_path, alias, host, extra, provider_options=None):
