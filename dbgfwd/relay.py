@@ -52,7 +52,10 @@ def _copy(src, dst, counters: Counters, attr: str, buffer_size: int) -> bool:
     """Copy until EOF (True) or error (False)."""
     recv_into = getattr(src, "recv_into", None)
     try:
-        if recv_into is not None and isinstance(src, socket.socket):
+        # The zero-copy path reuses one buffer, so it is only safe when the destination is a real
+        # socket (sendall has copied into the kernel when it returns). A provider's own stream may
+        # keep what it is handed (queue it, slice it lazily): it gets immutable bytes instead.
+        if recv_into is not None and isinstance(src, socket.socket) and isinstance(dst, socket.socket):
             buf = bytearray(buffer_size)
             view = memoryview(buf)
             while True:
