@@ -94,6 +94,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=self.settings.probe_workers, thread_name_prefix="dbgfwd-probe")
         self.where = ""
         self._started = False
+        self._closed = False
         self._applied: tuple | None = None  # inputs of the last _apply_targets (skip identical passes)
 
     # ---------- lifecycle ----------
@@ -119,6 +120,10 @@ class Engine:
         self._monitor.start()
 
     def stop(self) -> None:
+        """Close every listener and relay and the provider; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         self._kick.set()
         with self._wake:

@@ -238,9 +238,19 @@ class Acceptor:
                 self._on_accept(skey.data, conn)
 
     def stop(self) -> None:
-        self._stop = True
+        """Stop accepting; idempotent (the wake pipe's numbers may belong to other files afterwards)."""
+        with self._lock:
+            if self._stop:
+                return
+            self._stop = True
         os.write(self._wake_w, b"x")
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            # Still in select(): closing its fds under it could hand them to other files. Leave them;
+            # the daemon thread exits at its next wake-up and the process reclaims the rest.
+            log.warning("acceptor thread did not stop; leaving its descriptors open")
+            return
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -12,6 +12,7 @@ from dbgfwd import markers
 from dbgfwd.engine import Engine, EngineSettings, PlanSettings, RankState, backoff_delays, slots_for
 from dbgfwd.errors import NotFoundError, UpstreamError
 from dbgfwd.providers.base import Capability, Discovery, Provider, ProviderConfig, RankInfo, Target
+from tests.support.net import close_listener
 
 
 class EchoServer:
@@ -40,7 +41,7 @@ class EchoServer:
                 conn.sendall(data)
 
     def close(self):
-        self.sock.close()
+        close_listener(self.sock)
 
 
 class ScriptedProvider(Provider):

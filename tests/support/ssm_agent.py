@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.support import ssm_ws as ws
 from tests.support.ssm_wire import _Parsed, _pack, _parse
+from tests.support.net import close_listener
 
 OPEN_KEYS = {"MessageSchemaVersion", "RequestId", "TokenValue", "ClientId", "ClientVersion"}
 ACK_KEYS = {"AcknowledgedMessageType", "AcknowledgedMessageId", "AcknowledgedMessageSequenceNumber",
@@ -297,7 +298,7 @@ class TestSsmAgent:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._listener.close()
+        close_listener(self._listener)
         for sid in list(self.sessions):
             self.end_session(sid, "agent stopped")
 

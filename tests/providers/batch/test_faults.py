@@ -15,6 +15,7 @@ from dbgfwd.providers.batch import BatchProvider
 from tests.providers.batch.conftest import bridge
 from tests.support.dap import DapClient
 from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
+from tests.support.net import close_listener
 
 
 def echo_server():
@@ -74,7 +75,7 @@ def test_50mb_with_loss_duplication_and_reordering_arrives_intact(world):
         stream.close()
     finally:
         p.close()
-        srv.close()
+        close_listener(srv)
     assert world.agent.violations == []
 
 
@@ -192,5 +193,5 @@ def test_agent_closing_the_channel_ends_streams_and_the_next_client_gets_a_new_s
         assert len(world.fake.ops("StartSession")) == 2
     finally:
         p.close()
-        srv.close()
+        close_listener(srv)
     assert world.agent.violations == []
