@@ -242,6 +242,7 @@ class Engine:
         last_discover = time.monotonic()
         last_keepalive = time.monotonic()
         rediscover = self.provider.has(Capability.REDISCOVERY)
+        last_error: str | None = None
         discover_every = self.settings.rediscover_interval
         while True:
             self._kick.wait(self.settings.hot_poll_interval if self._clients_waiting()
@@ -262,10 +263,16 @@ class Engine:
                 if now - last_keepalive >= self.provider.keepalive_interval:
                     last_keepalive = now
                     self.provider.keepalive()
+                if last_error is not None:
+                    log.warning("discovery works again (%s)", self.provider.name)
+                    last_error = None
             except DbgfwdError as exc:
                 # Discovery failing mid-session (API server down, token expired) must not drop
-                # listeners; it is shown on every rank not currently connected.
-                log.warning("%s", exc.message)
+                # listeners; it is shown on every rank not currently connected, and logged once
+                # per distinct message rather than at every retry.
+                if exc.message != last_error:
+                    log.warning("%s", exc.message)
+                    last_error = exc.message
                 self._set_reason_all(exc.message)
             except Exception as exc:  # never let the monitor die silently
                 log.exception("monitor error: %s", exc)

@@ -16,6 +16,7 @@ ALL = {
     RUNTIME_DIR: "directory for rank readiness markers (default /tmp/dbgfwd-<uid>)",
     DEBUG: "set to 1 to print tracebacks (same as --debug)",
     NO_COLOR: "disable colour output",
+    "SLURM_JOB_NODELIST": "read by the ssh provider when no hosts are given (inside a Slurm allocation)",
 }
 
 

@@ -214,3 +214,27 @@ def test_relay_closes_when_upstream_never_answers_a_half_close():
     assert not t.is_alive() and relay.closed
     for s in (a, d):
         s.close()
+
+
+def test_a_failing_rediscovery_is_logged_once_and_shown_on_ranks(caplog):
+    import logging
+
+    from dbgfwd.errors import AuthError
+
+    t = Target(key="a", name="a", ranks=(RankInfo(0, 0, 1),))
+    prov = ScriptedProvider([t])
+    eng = _engine(prov)
+    eng.start()
+    try:
+        def expired():
+            raise AuthError("token has expired")
+
+        prov.discover = expired
+        with caplog.at_level(logging.WARNING, logger="dbgfwd.engine"):
+            assert _wait(lambda: _state(eng).reason == "token has expired")
+            time.sleep(0.6)  # several more failing rediscoveries
+        assert [r.getMessage() for r in caplog.records].count("token has expired") == 1
+        prov.discover = lambda: Discovery((t,), where="in the test")
+        assert _wait(lambda: any("works again" in r.getMessage() for r in caplog.records))
+    finally:
+        eng.stop()
