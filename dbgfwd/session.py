@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -113,7 +114,8 @@ def wait_command() -> str:
     import sys
 
     found = shutil.which("dbgfwd")
-    if found and Path(found).resolve().parent == Path(sys.executable).resolve().parent:
+    # Compare the folders as named, not resolved: a venv's python is a symlink to the base interpreter.
+    if found and Path(os.path.abspath(found)).parent == Path(os.path.abspath(sys.executable)).parent:
         return "dbgfwd"
     return f"{shlex.quote(sys.executable)} -m dbgfwd"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from dbgfwd.errors import ExitCode
@@ -24,7 +25,9 @@ def test_plan_from_the_command_line(tmp_path, port_block):
     assert [c["name"] for c in launch["compounds"]] == [
         "dbgfwd: all ranks", "dbgfwd: ranks 1-2", "dbgfwd: node node0", "dbgfwd: node node1"]
     tasks = loads((tmp_path / ".vscode" / "tasks.json").read_text())["tasks"]
-    assert tasks[0]["args"] == ["wait", "--ranks", "1-3"]
+    assert tasks[0]["args"][-3:] == ["wait", "--ranks", "1-3"]
+    # `dbgfwd` when that is this installation on PATH, else this Python running the module.
+    assert [tasks[0]["command"], *tasks[0]["args"][:-3]] in (["dbgfwd"], [sys.executable, "-m", "dbgfwd"])
     # The ports are remembered for attach; a rerun is a no-op.
     assert json.loads((tmp_path / ".dbgfwd" / "ports.json").read_text())["ports"] == {
         "1": lb + 1, "2": lb + 2, "3": lb + 3}

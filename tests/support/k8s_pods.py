@@ -19,11 +19,13 @@ import subprocess
 import threading
 from pathlib import Path
 
+from tests.support.netns import keep_visible
+
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 # `ip netns exec` gives a new mount namespace (slave of /): bind the pod's tmp over /tmp in it.
-_ENTER = 'mount --bind "$0" /tmp && cd "$1" && shift && exec "$@"'
+_ENTER = keep_visible('mount --bind "$0" /tmp') + ' && cd "$1" && shift && exec "$@"'
 
 
 def netns_available() -> tuple[bool, str]:

@@ -23,6 +23,7 @@ import ctypes
 import getpass
 import itertools
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,30 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+_HIDDEN = ("/tmp", "/run")  # what test hosts and pods mount privately
+
+
+def paths_to_keep() -> list[str]:
+    """The checkout and the venv, when they live under a path test hosts hide (CI may clone to /tmp):
+    ranks inside a host run this Python and import this checkout, so they must stay visible."""
+    root = str(Path(__file__).resolve().parents[2])
+    candidates = {root, os.path.realpath(sys.prefix)}
+    return sorted(p for p in candidates if any(p == h or p.startswith(h + "/") for h in _HIDDEN))
+
+
+def keep_visible(hide: str) -> str:
+    """Shell that runs `hide` (mounts over /tmp and/or /run) and then binds `paths_to_keep()` back."""
+    keep = paths_to_keep()
+    if not keep:
+        return hide
+    before, after = [], []
+    for i, path in enumerate(keep):
+        slot = f"/var/tmp/.dbgfwd-keep-{os.getpid()}-{i}"
+        before.append(f"mkdir -p {shlex.quote(slot)} && mount --bind {shlex.quote(path)} {shlex.quote(slot)}")
+        after.append(f"mkdir -p {shlex.quote(path)} && mount --bind {shlex.quote(slot)} {shlex.quote(path)}")
+    return " && ".join(before + [hide] + after)
+
+
 class Node:
     """A network namespace with a process (`holder`) owning its private /tmp and /run mounts."""
 
@@ -62,8 +87,8 @@ class Node:
         self.links: list[tuple[str, "Node"]] = []  # (our interface name, peer)
         _run("ip", "netns", "add", self.netns)
         _run("ip", "-n", self.netns, "link", "set", "lo", "up")
-        script = ("mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=755 tmpfs /run && "
-                  "mkdir -m 755 /run/sshd && echo ready && exec sleep infinity") if private_mounts else \
+        script = (keep_visible("mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=755 tmpfs /run")
+                  + " && mkdir -m 755 /run/sshd && echo ready && exec sleep infinity") if private_mounts else \
             "echo ready && exec sleep infinity"
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation", "private", "sh", "-c", script],
