@@ -165,14 +165,20 @@ class DbgfwdLocal(BenchPath):
     def open(self, env):
         ws = env.workdir / "ws-local"
         ws.mkdir(exist_ok=True)
-        attach = DbgfwdAttach(["--provider", "local", "--runtime-dir", str(env.runtime_dir),
-                               "--base-port", str(env.base_port), "--no-launch-json"], ws, env.workdir / "attach-local.log")
-        try:
-            attach.wait_ready(len(env.ranks))
-            eps = attach.endpoints()
-            yield {r: eps[r] for r in env.ranks}
-        finally:
-            attach.stop()
+        yield from _attach_endpoints(["--provider", "local", "--runtime-dir", str(env.runtime_dir), "--base-port",
+                                      str(env.base_port), "--no-launch-json"], ws, env.workdir / "attach-local.log",
+                                     env.ranks)
+
+
+def _attach_endpoints(args, ws, log, ranks, prefix=()):
+    """Run `dbgfwd attach ARGS` until its ranks are ready; yield rank -> local endpoint; stop it."""
+    attach = DbgfwdAttach(args, ws, log, prefix=prefix)
+    try:
+        attach.wait_ready(len(ranks))
+        eps = attach.endpoints()
+        yield {r: eps[r] for r in ranks}
+    finally:
+        attach.stop()
 
 
 def _support(module: str) -> bool:
@@ -235,15 +241,9 @@ class DbgfwdSsh(BenchPath):
         ws = env.workdir / "ws-ssh"
         ws.mkdir(exist_ok=True)
         # Markers are read on the host through ssh exec; streams are direct-tcpip channels.
-        attach = DbgfwdAttach(["--provider", "ssh", "--ssh-config", str(env.ssh_config), "--base-port",
-                               str(env.base_port), "--no-launch-json", env.host], ws, env.workdir / "attach-ssh.log",
-                              prefix=env.prefix)
-        try:
-            attach.wait_ready(len(env.ranks))
-            eps = attach.endpoints()
-            yield {r: eps[r] for r in env.ranks}
-        finally:
-            attach.stop()
+        yield from _attach_endpoints(["--provider", "ssh", "--ssh-config", str(env.ssh_config), "--base-port",
+                                      str(env.base_port), "--no-launch-json", env.host], ws,
+                                     env.workdir / "attach-ssh.log", env.ranks, prefix=env.prefix)
 
 
 class Pending(BenchPath):

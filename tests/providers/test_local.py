@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from dbgfwd import markers
 from tests.support import cli
 from tests.support.dap import debug_round
+from tests.support.procinfo import listening_addrs
 from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
-
-
-def _listening_addrs_of(pid: int) -> set[tuple[str, int]]:
-    """(ip, port) of every LISTEN socket owned by `pid` (read from /proc, no connections)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    out = set()
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(path).read_text().splitlines()[1:]:
-            parts = line.split()
-            if parts[3] == "0A" and parts[9] in inodes:
-                out |= {ip_port for ip_port in markers.parse_proc_net_tcp(f"hdr\n{line}")}
-    return out
 
 
 @pytest.fixture
@@ -59,7 +39,7 @@ def test_attach_forwards_every_rank_and_survives_a_restart(tmp_path, four_ranks,
         assert ports == {r: local_base + r for r in range(4)}
 
         # Forwards listen on loopback only.
-        addrs = _listening_addrs_of(bg.proc.pid)
+        addrs = listening_addrs(bg.proc.pid)
         assert {p for _, p in addrs} >= set(ports.values())
         assert {ip for ip, _ in addrs} == {"127.0.0.1"}, addrs
 
