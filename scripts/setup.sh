@@ -26,9 +26,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# pip's own chatter (build-backend notices, index warnings) only matters when it fails.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+pip_quiet() { .venv/bin/python -m pip install -q "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }; }
+echo "dbgfwd: setting up .venv (the first run downloads the dependencies)..." >&2
+pip_quiet --upgrade pip
 if [ -n "$extra" ]; then
-  .venv/bin/python -m pip install -q -e ".[$extra]" 2> >(grep -v "is ignored: it is neither" >&2)
+  pip_quiet -e ".[$extra]"
 else
-  .venv/bin/python -m pip install -q -e . 2> >(grep -v "is ignored: it is neither" >&2)
+  pip_quiet -e .
 fi
