@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Sequence
 
 from dbgfwd.errors import DbgfwdError, NotFoundError, PortError, UpstreamError
 from dbgfwd.planner import PlannedRank, PortMemory, RankSlot, assign_local_ports
-from dbgfwd.providers.base import Capability, Provider, RankInfo, Target
-from dbgfwd.ranks import PlanSettings, RankState, RankStatus, slots_for  # noqa: F401  (re-exported)
+from dbgfwd.providers.base import Capability, Provider, Target
+from dbgfwd.ranks import PlanSettings, RankState, RankStatus, slots_for, with_marker_ranks  # noqa: F401
 from dbgfwd.relay import Acceptor, Relay, bind_listener, client_gone
 
 log = logging.getLogger("dbgfwd.engine")
@@ -231,11 +231,7 @@ class Engine:
 
     def _with_probed_ranks(self, target: Target) -> Target:
         """Fold ranks seen in the last probe's markers into the target."""
-        result = self._probe_results.get(target.key)
-        if result is None or target.ranks or not getattr(result, "markers", ()):
-            return target
-        infos = tuple(RankInfo(rank=m.rank, local_rank=m.local_rank, port=m.port) for m in result.markers)
-        return replace(target, ranks=infos)
+        return with_marker_ranks(target, self._probe_results.get(target.key))
 
     # ---------- monitoring ----------
     def _monitor_loop(self) -> None:

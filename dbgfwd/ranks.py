@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from dbgfwd.planner import PlannedRank, RankSlot
@@ -76,3 +76,11 @@ def slots_for(targets: Sequence[Target], base_port: int, ranks_per_node: int | N
                             remote_port=info.port, target_key=t.key)
             out.setdefault(info.rank, (slot, t))
     return [out[r] for r in sorted(out)]
+
+
+def with_marker_ranks(target: Target, probe) -> Target:
+    """`target` with the ranks a probe's markers show, when the provider did not already know them."""
+    if probe is None or target.ranks or not getattr(probe, "markers", ()):
+        return target
+    return replace(target, ranks=tuple(RankInfo(rank=m.rank, local_rank=m.local_rank, port=m.port)
+                                       for m in probe.markers))

@@ -17,7 +17,7 @@ def show_discovery(opts) -> None:
 
     from dbgfwd import providers
     from dbgfwd.console import redact
-    from dbgfwd.engine import slots_for
+    from dbgfwd.ranks import slots_for, with_marker_ranks
     from dbgfwd.session import provider_config
 
     config = provider_config(opts)
@@ -28,13 +28,7 @@ def show_discovery(opts) -> None:
             discovery = provider.discover()
             probed = []
             for t in discovery.targets:
-                result = provider.probe(t) if t.running and not t.ranks else None
-                if result is not None and result.markers:
-                    from dataclasses import replace
-
-                    from dbgfwd.providers.base import RankInfo
-                    t = replace(t, ranks=tuple(RankInfo(m.rank, m.local_rank, m.port) for m in result.markers))
-                probed.append(t)
+                probed.append(with_marker_ranks(t, provider.probe(t) if t.running and not t.ranks else None))
     finally:
         provider.close()
     slots = slots_for(probed, opts.base_port, opts.ranks_per_node, opts.expected_ranks)
