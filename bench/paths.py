@@ -112,7 +112,8 @@ class Socat(BenchPath):
 class DbgfwdAttach:
     """A running `dbgfwd attach` subprocess; endpoints read from its session.json."""
 
-    def __init__(self, args: list[str], workspace: Path, log: Path, prefix: tuple = (), extra_env: dict | None = None):
+    def __init__(self, args: list[str], workspace: Path, log: Path, prefix: tuple = (),
+                 extra_env: dict | None = None):
         self.workspace = workspace
         self.log = log
         self._fh = open(log, "wb")
@@ -293,8 +294,11 @@ class DbgfwdBatch(BenchPath):
 
     @contextlib.contextmanager
     def open(self, env):
+        import logging
+
         from tests.support.batch_world import BatchWorld
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines would bury the progress
         if sorted(env.ranks.values()) != [env.base_port + r for r in sorted(env.ranks)]:
             raise RuntimeError(f"batch reaches ranks on base port + local rank; upstreams are {env.ranks}")
         ws = env.workdir / "ws-batch"
