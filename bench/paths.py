@@ -120,8 +120,8 @@ class DbgfwdAttach:
         self.started = time.monotonic()
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "dbgfwd", "attach", "--workspace", str(workspace),
                                       *args],
-                                     stdout=self._fh, stderr=subprocess.STDOUT, env={**dbgfwd_env(), **(extra_env or {})},
-                                     cwd=ROOT,
+                                     stdout=self._fh, stderr=subprocess.STDOUT,
+                                     env={**dbgfwd_env(), **(extra_env or {})}, cwd=ROOT,
                                      start_new_session=True)
 
     def session(self) -> dict | None:
