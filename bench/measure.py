@@ -53,17 +53,19 @@ def raw_rtt(endpoint, count: int, size: int = 64, warmup: int = 200) -> dict:
 
 
 def throughput(endpoint, total: int, chunk: int = 1 << 20) -> dict:
-    """Upload `total` bytes to the sink service; MB/s (10^6 bytes) until the sink's byte count returns."""
+    """Upload `total` bytes to the sized sink; MB/s (10^6 bytes) until the sink's byte count returns.
+
+    The length goes first (no half-close), so every path is measured the same way, including the
+    Kubernetes port-forward, whose protocol ends the whole stream when the client stops writing."""
     data = memoryview(bytes(range(256)) * (chunk // 256))
     with socket.create_connection(endpoint, timeout=60) as s:
-        s.sendall(b"S")
+        s.sendall(b"N" + total.to_bytes(8, "big"))
         t = time.perf_counter()
         sent = 0
         while sent < total:
             n = min(chunk, total - sent)
             s.sendall(data[:n])
             sent += n
-        s.shutdown(socket.SHUT_WR)
         reply = b""
         while not reply.endswith(b"\n"):
             part = s.recv(256)

@@ -4,7 +4,7 @@ A path turns the upstream ranks of the run (rank -> port on 127.0.0.1, with mark
 `env.runtime_dir`) into local endpoints (rank -> (host, port)) a client connects to. Baselines
 (direct, socat, ssh -L) are measured in the same run so every dbgfwd figure has a ratio.
 
-Adding a path (e.g. the Kubernetes or SSM test servers when their branches land): subclass
+Adding a path: subclass
 `BenchPath`, return a reason from `unavailable()` while it cannot run here, yield the endpoints
 from `open()`, and append an instance to PATHS (or call `register`).
 """
@@ -36,7 +36,9 @@ class BenchEnv:
     ranks: dict  # rank -> upstream port on 127.0.0.1 (of the machine the ranks run on)
     prefix: tuple = ()  # argv prefix running forwarders where the client is (nsenter into the lab client)
     ssh_config: Path | None = None  # for ssh paths: Host "h1" is where the ranks run
-    host: str = "h1"
+    host: str = "h1"  # ssh: the Host; k8s-pod world: the pod the ranks run in
+    kubeconfig: Path | None = None  # k8s-pod world: the test apiserver's kubeconfig
+    namespace: str = ""  # k8s-pod world: the pod's namespace
 
     def enter(self):
         """Context in which the measuring client's sockets are made (the lab client's namespace)."""
@@ -110,14 +112,16 @@ class Socat(BenchPath):
 class DbgfwdAttach:
     """A running `dbgfwd attach` subprocess; endpoints read from its session.json."""
 
-    def __init__(self, args: list[str], workspace: Path, log: Path, prefix: tuple = ()):
+    def __init__(self, args: list[str], workspace: Path, log: Path, prefix: tuple = (),
+                 extra_env: dict | None = None):
         self.workspace = workspace
         self.log = log
         self._fh = open(log, "wb")
         self.started = time.monotonic()
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "dbgfwd", "attach", "--workspace", str(workspace),
                                       *args],
-                                     stdout=self._fh, stderr=subprocess.STDOUT, env=dbgfwd_env(), cwd=ROOT,
+                                     stdout=self._fh, stderr=subprocess.STDOUT,
+                                     env={**dbgfwd_env(), **(extra_env or {})}, cwd=ROOT,
                                      start_new_session=True)
 
     def session(self) -> dict | None:
@@ -170,9 +174,9 @@ class DbgfwdLocal(BenchPath):
                                      env.ranks)
 
 
-def _attach_endpoints(args, ws, log, ranks, prefix=()):
+def _attach_endpoints(args, ws, log, ranks, prefix=(), extra_env=None):
     """Run `dbgfwd attach ARGS` until its ranks are ready; yield rank -> local endpoint; stop it."""
-    attach = DbgfwdAttach(args, ws, log, prefix=prefix)
+    attach = DbgfwdAttach(args, ws, log, prefix=prefix, extra_env=extra_env)
     try:
         attach.wait_ready(len(ranks))
         eps = attach.endpoints()
@@ -246,17 +250,65 @@ class DbgfwdSsh(BenchPath):
                                      env.workdir / "attach-ssh.log", env.ranks, prefix=env.prefix)
 
 
-class Pending(BenchPath):
-    """A path whose test server lands on another branch: listed, skipped with the reason."""
+class DbgfwdKubernetes(BenchPath):
+    """`dbgfwd attach --provider kubernetes POD` against the test apiserver (tests/support/k8s_server.py).
 
-    def __init__(self, name: str, support: str, provider: str, issue: int):
-        self.name, self._support, self._provider, self._issue = name, support, provider, issue
+    The ranks run inside the pod (a network namespace with its own /tmp), so this path has its own
+    world: the same two upstreams started in the pod, port-forwarded through the apiserver's websocket."""
+
+    name = "dbgfwd kubernetes"
+    world = "k8s-pod"
+    is_dbgfwd = True
 
     def unavailable(self):
-        if not _support(self._support) or not _provider(self._provider):
-            return (f"tests/support/{self._support}.py and the {self._provider} provider are not on this branch "
-                    f"yet (issue {self._issue}: git merge main)")
-        return "test server present, bench path not wired yet (add a BenchPath in bench/paths.py)"
+        if not _support("k8s_server") or not _provider("kubernetes"):
+            return "tests/support/k8s_server.py or the kubernetes provider is missing (git merge main)"
+        from tests.support.k8s_pods import netns_available
+
+        ok, why = netns_available()
+        return None if ok else f"pods are network namespaces: {why}"
+
+    @contextlib.contextmanager
+    def open(self, env):
+        ws = env.workdir / "ws-k8s"
+        ws.mkdir(exist_ok=True)
+        # Markers (ranks, ports) are read through exec in the pod; streams are portforward websockets.
+        yield from _attach_endpoints(["--provider", "kubernetes", env.host, "-n", env.namespace, "--kubeconfig",
+                                      str(env.kubeconfig), "--base-port", str(env.base_port), "--no-launch-json"],
+                                     ws, env.workdir / "attach-k8s.log", env.ranks)
+
+
+class DbgfwdBatch(BenchPath):
+    """`dbgfwd attach --provider batch JOB` through the native SSM client, against moto (EC2/ECS), the
+    strict fake Batch/SSM APIs and the test SSM agent (tests/support/batch_world.py). The agent dials
+    the instance's loopback, where the run's ranks listen on base port + local rank."""
+
+    name = "dbgfwd batch/ssm"
+    is_dbgfwd = True
+
+    def unavailable(self):
+        if not _support("batch_world") or not _provider("batch"):
+            return "tests/support/batch_world.py or the batch provider is missing (git merge main)"
+        missing = [m for m in ("boto3", "moto") if importlib.util.find_spec(m) is None]
+        return f"needs {' and '.join(missing)} (pip install boto3 'moto[server]')" if missing else None
+
+    @contextlib.contextmanager
+    def open(self, env):
+        import logging
+
+        from tests.support.batch_world import BatchWorld
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines would bury the progress
+        if sorted(env.ranks.values()) != [env.base_port + r for r in sorted(env.ranks)]:
+            raise RuntimeError(f"batch reaches ranks on base port + local rank; upstreams are {env.ranks}")
+        ws = env.workdir / "ws-batch"
+        ws.mkdir(exist_ok=True)
+        with BatchWorld() as world:
+            _, container_instance = world.instance()
+            job = world.single_job(container_instance)
+            yield from _attach_endpoints(["--provider", "batch", job, "--ranks-per-node", str(len(env.ranks)),
+                                          "--base-port", str(env.base_port), "--no-launch-json"],
+                                         ws, env.workdir / "attach-batch.log", env.ranks, extra_env=world.env())
 
 
 def wait_listening(ports: list[int], timeout: float = 30.0, proc: subprocess.Popen | None = None,
@@ -278,8 +330,7 @@ def wait_listening(ports: list[int], timeout: float = 30.0, proc: subprocess.Pop
 
 PATHS: list[BenchPath] = [
     Direct(), Socat(), DbgfwdLocal(), SshL(), DbgfwdSsh(),
-    Pending("dbgfwd kubernetes", "k8s_server", "kubernetes", 5),
-    Pending("dbgfwd batch/ssm", "ssm_agent", "batch", 6),
+    DbgfwdKubernetes(), DbgfwdBatch(),
 ]
 
 

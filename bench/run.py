@@ -58,7 +58,8 @@ class Upstreams:
         self.program = write_program(workdir)
         self.rank = start_rank(self.program, 0, 0, self.runtime, base_port=self.base, world_size=2)
         wait_for_markers(self.runtime, {0}, procs=[self.rank])
-        self.echo = EchoServer.start(rank=1, local_rank=1, marker_dir=self.runtime)
+        # base + local rank, where providers without markers (batch) look, as the lab and pod worlds do
+        self.echo = EchoServer.start(port=self.base + 1, rank=1, local_rank=1, marker_dir=self.runtime)
         self.echo_port = self.echo.port
 
     def env(self) -> paths.BenchEnv:
@@ -99,7 +100,7 @@ class LabUpstreams(Upstreams):
                                    extra_env={"DBGFWD_RUNTIME_DIR": self.inside_dir,
                                               "PYTHONPATH": str(paths.ROOT)})
             wait_for_markers(self.runtime, {0}, procs=[self.rank])
-            self.echo = self._start_echo(0)
+            self.echo = self._start_echo(self.base + 1)
             self.echo_port = self.echo.port
         except BaseException:
             self.lab.close()
@@ -130,6 +131,54 @@ class LabUpstreams(Upstreams):
             super().stop()
         finally:
             self.lab.close()
+
+
+class PodUpstreams(LabUpstreams):
+    """The same two ranks inside one pod of the test apiserver (a network namespace with its own /tmp),
+    started there as bench/bench_k8s.py starts its echo pod; the client stays on this machine and
+    reaches them only through the apiserver's port-forward."""
+
+    NAMESPACE, POD = "bench", "bench-0"
+
+    def __init__(self, workdir: Path):
+        import os
+
+        from tests.support import k8s_jobs
+        from tests.support.k8s_server import K8sServer
+
+        self.workdir = workdir
+        self.srv = K8sServer().__enter__()
+        try:
+            self.kubeconfig = self.srv.kubeconfig(workdir / "kubeconfig")
+            self.pod = self.srv.add_pod(self.POD, self.NAMESPACE, labels={"app": "bench"},
+                                        env={"PYTHONPATH": str(paths.ROOT)})  # container: sleep infinity
+            self.prefix = self.pod.runtime.prefix()
+            self.inside_dir = f"/tmp/dbgfwd-{os.getuid()}"
+            self.runtime = self.pod.runtime.tmp / self.inside_dir.removeprefix("/tmp/")
+            self.base = 5678
+            self.program = write_program(k8s_jobs.app_dir(self.srv))  # outside /tmp: same path in the pod
+            self.rank = start_rank(self.program, 0, 0, self.srv.root / "ranks", base_port=self.base, world_size=2,
+                                   cmd_prefix=self.prefix, extra_env={"DBGFWD_RUNTIME_DIR": self.inside_dir,
+                                                                      "PYTHONPATH": str(paths.ROOT)})
+            wait_for_markers(self.runtime, {0}, procs=[self.rank])
+            self.echo = self._start_echo(self.base + 1)
+            self.echo_port = self.echo.port
+        except BaseException:
+            self.srv.stop()
+            raise
+
+    def _start_echo(self, port: int) -> EchoServer:
+        return EchoServer.start(port=port, rank=1, local_rank=1, marker_dir=self.inside_dir, cmd_prefix=self.prefix)
+
+    def env(self) -> paths.BenchEnv:
+        return paths.BenchEnv(self.workdir, self.runtime, self.base, {0: self.base, 1: self.echo_port},
+                              host=self.POD, kubeconfig=self.kubeconfig, namespace=self.NAMESPACE)
+
+    def stop(self) -> None:
+        try:
+            Upstreams.stop(self)
+        finally:
+            self.srv.stop()
 
 
 def measure_path(path: paths.BenchPath, up: Upstreams, cfg: dict, log) -> dict:
@@ -178,7 +227,7 @@ def main(argv=None) -> int:
                 results["skipped"][path.name] = reason
             else:
                 runnable.append(path)
-        for world, make in (("local", Upstreams), ("ssh-lab", LabUpstreams)):
+        for world, make in (("local", Upstreams), ("ssh-lab", LabUpstreams), ("k8s-pod", PodUpstreams)):
             group = [p for p in runnable if p.world == world]
             if not group:
                 continue

@@ -9,6 +9,8 @@
 The first byte of each connection picks the service:
     E  echo every byte back until EOF (then half-close)
     S  sink: read to EOF, answer "<count> <sha256 hex>\n"
+    N  sized sink: an 8-byte big-endian length N, then N bytes; answer as S, without needing a
+       half-close (which the Kubernetes port-forward protocol cannot carry)
     Z  stay silent until EOF (a connection that only holds a slot)
 
 It uses only the standard library and dbgfwd.markers so it starts fast and can be SIGKILLed and
@@ -57,12 +59,33 @@ def _sink(conn: socket.socket) -> None:
     conn.shutdown(socket.SHUT_WR)
 
 
+def _sized_sink(conn: socket.socket) -> None:
+    head = b""
+    while len(head) < 8:
+        part = conn.recv(8 - len(head))
+        if not part:
+            return
+        head += part
+    left = int.from_bytes(head, "big")
+    digest = hashlib.sha256()
+    count = 0
+    buf = bytearray(BUF)
+    view = memoryview(buf)
+    while count < left:
+        n = conn.recv_into(view[:min(BUF, left - count)])
+        if not n:
+            break
+        digest.update(view[:n])
+        count += n
+    conn.sendall(f"{count} {digest.hexdigest()}\n".encode())
+
+
 def _silent(conn: socket.socket) -> None:
     while conn.recv(BUF):
         pass
 
 
-SERVICES = {b"E": _echo, b"S": _sink, b"Z": _silent}
+SERVICES = {b"E": _echo, b"S": _sink, b"N": _sized_sink, b"Z": _silent}
 
 
 def _serve(conn: socket.socket) -> None:

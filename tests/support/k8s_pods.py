@@ -62,6 +62,10 @@ class PodRuntime:
     def _wrap(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, "sh", "-c", _ENTER, str(self.tmp), self.working_dir, *argv]
 
+    def prefix(self) -> list[str]:
+        """argv prefix running a command inside the pod (its network namespace, /tmp and workingDir)."""
+        return self._wrap([])
+
     def _environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
         env.update(self.env)
