@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
@@ -43,6 +44,7 @@ class EngineSettings:
     # up to this (256 ranks re-read every 2 s cost ~1% of a core); any change resets it.
     rediscover_max: float = 10.0
     probe_workers: int = 16
+    probe_timeout: float = 30.0  # providers bound their own probes; this bounds a provider that does not
 
 
 @dataclass
@@ -309,7 +311,13 @@ class Engine:
         if oob and due:
             futures = {t.key: self._pool.submit(self._probe_one, t) for t in due if t.running}
             for key, fut in futures.items():
-                results[key] = fut.result()
+                try:
+                    results[key] = fut.result(timeout=self.settings.probe_timeout)
+                except FuturesTimeout:
+                    # A probe stuck in its provider must not stall the monitor: rediscovery and
+                    # keepalives of every other target depend on this loop. Readiness is unknown.
+                    log.warning("readiness probe of %s did not finish in %.0fs", key, self.settings.probe_timeout)
+                    results[key] = None
                 self._last_probe[key] = now
         changed_ranks = False
         wake = []

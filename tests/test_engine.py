@@ -75,7 +75,7 @@ class ScriptedProvider(Provider):
 
 def _engine(provider, **kw):
     settings = EngineSettings(poll_interval=0.1, rediscover_interval=0.1, backoff_initial=0.01, backoff_max=0.05,
-                              client_wait=kw.pop("client_wait", 5.0))
+                              client_wait=kw.pop("client_wait", 5.0), probe_timeout=kw.pop("probe_timeout", 30.0))
     from tests.conftest import free_port_block
 
     local_base = free_port_block(4, start=40000)
@@ -237,4 +237,20 @@ def test_a_failing_rediscovery_is_logged_once_and_shown_on_ranks(caplog):
         prov.discover = lambda: Discovery((t,), where="in the test")
         assert _wait(lambda: any("works again" in r.getMessage() for r in caplog.records))
     finally:
+        eng.stop()
+
+
+def test_a_hung_probe_does_not_stall_rediscovery():
+    release = threading.Event()
+    t = Target(key="a", name="a", ranks=(RankInfo(0, 0, 1),))
+    prov = ScriptedProvider([t])
+    prov.probe = lambda target: release.wait(30) and None  # a provider whose probe never returns
+    eng = _engine(prov, probe_timeout=0.3)
+    try:
+        eng.start()
+        prov.targets = [t, Target(key="b", name="b", ranks=(RankInfo(1, 0, 2),))]
+        assert _wait(lambda: len(eng.snapshot()) == 2), "rediscovery stalled behind the hung probe"
+        assert _state(eng, 1).state == RankState.WAITING
+    finally:
+        release.set()
         eng.stop()
