@@ -80,7 +80,7 @@ def throughput(endpoint, total: int, chunk: int = 1 << 20) -> dict:
 
 
 def dap_rtt(endpoint, program: str, line: int, count: int) -> dict:
-    """Attach like VS Code, stop at a breakpoint, then time `threads` and `evaluate` requests."""
+    """Attach like VS Code, stop at a breakpoint, then time `threads`, `evaluate` and `stackTrace` requests."""
     client = DapClient(*endpoint, timeout=60)
     try:
         t = time.perf_counter()
@@ -90,8 +90,10 @@ def dap_rtt(endpoint, program: str, line: int, count: int) -> dict:
         thread_id = stopped["body"]["threadId"]
         frame_id = client.top_frame(thread_id)["id"]
         out = {"attach_to_stopped_s": attach_s}
+        stack_args = {"threadId": thread_id, "startFrame": 0, "levels": 20}
         for name, call in (("threads", lambda: client.request("threads")),
-                           ("evaluate", lambda: client.evaluate("value", frame_id))):
+                           ("evaluate", lambda: client.evaluate("value", frame_id)),
+                           ("stackTrace", lambda: client.request("stackTrace", stack_args))):
             for _ in range(20):
                 call()
             samples = []

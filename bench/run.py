@@ -18,7 +18,8 @@ from pathlib import Path
 
 from bench import measure, paths, report, scale
 from tests.support.echo_server import EchoServer
-from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
+from tests.support.ranks import (BREAK_LINE, PLAIN_BREAK_LINE, start_plain_rank, start_rank, wait_for_markers,
+                                 write_program)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +39,7 @@ def parse_args(argv):
 def settings(quick: bool) -> dict:
     return {
         "dap_requests": 200 if quick else 1000,
+        "dap_plain_requests": 30 if quick else 100,  # ~44 ms each: the point is made with fewer
         "rtt_messages": 2000 if quick else 10000,
         "bulk_bytes": (32 if quick else 256) * 1_000_000,
         "reconnect_repeats": 2 if quick else 5,
@@ -49,21 +51,30 @@ def settings(quick: bool) -> dict:
 
 
 class Upstreams:
-    """Rank 0: a real debugpy rank (dbgfwd-rank). Rank 1: the echo/sink server (restartable)."""
+    """Rank 0: a real debugpy rank (dbgfwd-rank). Rank 1: the echo/sink server (restartable).
+    Rank 2: the same program under plain `debugpy.listen()`, for DAP figures without dbgfwd-rank."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.runtime = workdir / "run"
-        self.base = scale._port_block(2)
+        self.base = scale._port_block(3)
         self.program = write_program(workdir)
         self.rank = start_rank(self.program, 0, 0, self.runtime, base_port=self.base, world_size=2)
         wait_for_markers(self.runtime, {0}, procs=[self.rank])
         # base + local rank, where providers without markers (batch) look, as the lab and pod worlds do
         self.echo = EchoServer.start(port=self.base + 1, rank=1, local_rank=1, marker_dir=self.runtime)
         self.echo_port = self.echo.port
+        self._start_plain(workdir, self.runtime, self.runtime)
+
+    def _start_plain(self, directory: Path, inside_dir, runtime: Path, prefix: list[str] | None = None) -> None:
+        self.plain = start_plain_rank(directory, 2, self.base + 2, inside_dir, cmd_prefix=prefix,
+                                      extra_env={"PYTHONPATH": str(paths.ROOT)})
+        self.plain_program = directory / "plain_rank.py"
+        wait_for_markers(runtime, {2}, procs=[self.plain])
 
     def env(self) -> paths.BenchEnv:
-        return paths.BenchEnv(self.workdir, self.runtime, self.base, {0: self.base, 1: self.echo_port})
+        return paths.BenchEnv(self.workdir, self.runtime, self.base,
+                              {0: self.base, 1: self.echo_port, 2: self.base + 2})
 
     def restart_echo_after(self, outage: float) -> float:
         """Kill the echo server, keep it down `outage` s, restart it on the same port; returns when it listened."""
@@ -75,6 +86,7 @@ class Upstreams:
     def stop(self) -> None:
         self.echo.stop()
         self.rank.stop()
+        self.plain.stop()
 
 
 class LabUpstreams(Upstreams):
@@ -102,6 +114,7 @@ class LabUpstreams(Upstreams):
             wait_for_markers(self.runtime, {0}, procs=[self.rank])
             self.echo = self._start_echo(self.base + 1)
             self.echo_port = self.echo.port
+            self._start_plain(self.lab.directory, self.inside_dir, self.runtime, self.host.prefix())
         except BaseException:
             self.lab.close()
             raise
@@ -117,7 +130,7 @@ class LabUpstreams(Upstreams):
             def enter(self):
                 return lab.client.inside()
 
-        return LabEnv(self.workdir, self.runtime, self.base, {0: self.base, 1: self.echo_port},
+        return LabEnv(self.workdir, self.runtime, self.base, {0: self.base, 1: self.echo_port, 2: self.base + 2},
                       prefix=tuple(lab.client.prefix()), ssh_config=self.ssh_config, host="h1")
 
     def restart_echo_after(self, outage: float) -> float:
@@ -163,6 +176,7 @@ class PodUpstreams(LabUpstreams):
             wait_for_markers(self.runtime, {0}, procs=[self.rank])
             self.echo = self._start_echo(self.base + 1)
             self.echo_port = self.echo.port
+            self._start_plain(self.program.parent, self.inside_dir, self.runtime, self.prefix)
         except BaseException:
             self.srv.stop()
             raise
@@ -171,8 +185,8 @@ class PodUpstreams(LabUpstreams):
         return EchoServer.start(port=port, rank=1, local_rank=1, marker_dir=self.inside_dir, cmd_prefix=self.prefix)
 
     def env(self) -> paths.BenchEnv:
-        return paths.BenchEnv(self.workdir, self.runtime, self.base, {0: self.base, 1: self.echo_port},
-                              host=self.POD, kubeconfig=self.kubeconfig, namespace=self.NAMESPACE)
+        return paths.BenchEnv(self.workdir, self.runtime, self.base,
+                              {0: self.base, 1: self.echo_port, 2: self.base + 2}, host=self.POD, kubeconfig=self.kubeconfig, namespace=self.NAMESPACE)
 
     def stop(self) -> None:
         try:
@@ -185,8 +199,12 @@ def measure_path(path: paths.BenchPath, up: Upstreams, cfg: dict, log) -> dict:
     out: dict = {}
     env = up.env()
     with path.open(env) as eps, env.enter():
-        log(f"  {path.name}: DAP round trips ({cfg['dap_requests']} threads + evaluate)")
+        log(f"  {path.name}: DAP round trips, rank under dbgfwd-rank ({cfg['dap_requests']} each of threads, "
+            "evaluate, stackTrace)")
         out["dap"] = measure.dap_rtt(eps[0], str(up.program), BREAK_LINE, cfg["dap_requests"])
+        log(f"  {path.name}: DAP round trips, plain debugpy.listen() rank ({cfg['dap_plain_requests']} each)")
+        out["dap_plain"] = measure.dap_rtt(eps[2], str(up.plain_program), PLAIN_BREAK_LINE,
+                                           cfg["dap_plain_requests"])
         log(f"  {path.name}: raw round trips ({cfg['rtt_messages']} x 64 B)")
         out["rtt"] = measure.raw_rtt(eps[1], cfg["rtt_messages"])
         log(f"  {path.name}: bulk throughput ({cfg['bulk_bytes'] // 1_000_000} MB)")

@@ -7,6 +7,8 @@ PROVIDER = "DBGFWD_PROVIDER"  # default provider for attach/ls
 BASE_PORT = "DBGFWD_BASE_PORT"  # remote debugpy base port (default 5678)
 RUNTIME_DIR = "DBGFWD_RUNTIME_DIR"  # where rank markers live (default /tmp/dbgfwd-<uid>)
 DEBUG = "DBGFWD_DEBUG"  # "1": show tracebacks, like --debug
+COLLECTIVE_TIMEOUT = "DBGFWD_COLLECTIVE_TIMEOUT"  # dbgfwd-rank: raise torch collective timeouts to this
+RANK_VERBOSE = "DBGFWD_RANK_VERBOSE"  # "1": dbgfwd-rank says what it changed, like -v
 NO_COLOR = "NO_COLOR"  # any value: no colour
 
 ALL = {
@@ -15,6 +17,8 @@ ALL = {
     BASE_PORT: "remote debugpy base port (default 5678)",
     RUNTIME_DIR: "directory for rank readiness markers (default /tmp/dbgfwd-<uid>)",
     DEBUG: "set to 1 to print tracebacks (same as --debug)",
+    COLLECTIVE_TIMEOUT: "dbgfwd-rank: torch collective timeout while debugging (default 2h; keep = program's own)",
+    RANK_VERBOSE: "set to 1 to have dbgfwd-rank report each change it makes in the rank (same as its -v)",
     NO_COLOR: "disable colour output",
     "SLURM_JOB_NODELIST": "read by the ssh provider when no hosts are given (inside a Slurm allocation)",
 }

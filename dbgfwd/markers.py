@@ -39,7 +39,7 @@ class Marker:
     host: str = "127.0.0.1"  # the address debugpy was bound to
     hostname: str = ""
     world_size: int | None = None
-    source: str = "default"  # which rank environment was read (rankenv.RankSource.name)
+    source: str = "default"  # which rank environment was read (rank.env.RankSource.name)
     cwd: str = ""
     argv: tuple[str, ...] = ()
     started: float = 0.0

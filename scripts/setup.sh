@@ -37,3 +37,8 @@ if [ -n "$extra" ]; then
 else
   pip_quiet -e .
 fi
+if [ "$extra" = test ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  # The real-torchrun tests need torch; its CPU build is ~900 MB where plain `torch` is a 5 GB CUDA build.
+  echo "dbgfwd: installing torch (CPU build) for the distributed-training tests..." >&2
+  pip_quiet "torch==2.13.0+cpu" || pip_quiet torch
+fi

@@ -3,7 +3,7 @@
 # Needs root (or sudo) for apt packages and network namespaces: the SSH tests run real sshd hosts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source_pkgs=(openssh-server openssh-client socat iproute2 util-linux procps)
+source_pkgs=(openssh-server openssh-client socat iproute2 util-linux procps openmpi-bin)
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 for pkg in "${source_pkgs[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done

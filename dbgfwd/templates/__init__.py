@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from importlib import resources
+from datetime import timedelta
 from typing import Any, Mapping
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
@@ -41,12 +42,15 @@ def load_json(name: str, values: Mapping[str, Any]) -> Any:
     return fill(json.loads(read_text(name)), values)
 
 
-def render_snippet(base_port: int, wait_rank: int | None) -> str:
-    """The in-code debugpy starter, reading ranks in the exact order of `rankenv.SOURCES`."""
-    from dbgfwd.rankenv import SOURCES
+def render_snippet(base_port: int, wait_rank: int | None, collective_timeout: timedelta) -> str:
+    """The in-code debugpy starter, reading ranks in the exact order of `dbgfwd.rank.env.SOURCES`."""
+    from dbgfwd.rank.collectives import format_timeout
+    from dbgfwd.rank.env import SOURCES
 
     rows = "".join(f"\n        {(s.name, s.rank, s.local_rank, s.world_size)!r}," for s in SOURCES)
     return substitute(read_text("snippet.py.tmpl"), {
         "sources": f"({rows}\n    )", "base_port": int(base_port),
         "wait_rank": "None" if wait_rank is None else int(wait_rank),
+        "collective_seconds": int(collective_timeout.total_seconds()),
+        "collective_timeout": format_timeout(collective_timeout),
     })

@@ -14,7 +14,8 @@ KF = "training.kubeflow.org/"
 # A stand-in rank for scale tests: listens on base + local rank and writes a marker, no debugpy.
 LIGHT_RANK = '''\
 import os, socket, time
-from dbgfwd import markers, rankenv
+from dbgfwd import markers
+from dbgfwd.rank import env as rankenv
 env = rankenv.detect_or_default()
 port = int(os.environ.get("DBGFWD_BASE_PORT", "5678")) + env.local_rank
 s = socket.socket(); s.bind(("127.0.0.1", port)); s.listen(8)

@@ -85,3 +85,51 @@ def wait_for_markers(runtime_dir: Path, ranks: set[int], timeout: float = 60.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"ranks {sorted(ranks - set(found))} never wrote markers in {runtime_dir}")
         time.sleep(0.05)
+
+
+# Source of `_nodelay()`: TCP_NODELAY of every connected TCP socket in the process, found by walking the
+# heap rather than through pydevd, so a check does not share the product's way of finding debugpy's link
+# to its adapter (the only connected socket of a rank that has not opened any of its own).
+NODELAY_PROBE = """
+def _nodelay():
+    import gc, socket
+    out = []
+    for s in gc.get_objects():
+        if isinstance(s, socket.socket) and s.fileno() >= 0 and s.type == socket.SOCK_STREAM:
+            try:
+                s.getpeername()
+            except OSError:
+                continue
+            out.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    return out
+"""
+
+
+# The same loop in a rank that calls plain `debugpy.listen()` (no dbgfwd-rank: Nagle on, ~44 ms requests),
+# with a marker so providers find it. For the benchmark's with/without comparison.
+PLAIN_PROGRAM = '''\
+import os, sys, time
+import debugpy
+port = int(os.environ["DBGFWD_PLAIN_PORT"]); rank = int(os.environ["RANK"])
+debugpy.listen(("127.0.0.1", port))
+from dbgfwd import markers
+markers.write_marker(markers.new_marker(rank, rank, port, "127.0.0.1", None, "default", sys.argv))
+counter = 0
+while True:
+    counter += 1
+    value = rank * 100 + 7
+    time.sleep(0.05)
+'''
+PLAIN_BREAK_LINE = 10
+
+
+def start_plain_rank(directory: Path, rank: int, port: int, runtime_dir: Path | str,
+                     cmd_prefix: list[str] | None = None, extra_env: dict | None = None) -> RankProcess:
+    program = write_program(directory, PLAIN_PROGRAM, name="plain_rank.py")
+    env = dict(os.environ, RANK=str(rank), DBGFWD_PLAIN_PORT=str(port), DBGFWD_RUNTIME_DIR=str(runtime_dir),
+               PYTHONDONTWRITEBYTECODE="1", **(extra_env or {}))
+    log = Path(directory) / f"plain{rank}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen((cmd_prefix or []) + [sys.executable, str(program)], env=env, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return RankProcess(rank, rank, port, proc, Path(runtime_dir), log)

@@ -1,4 +1,4 @@
-from dbgfwd import rankenv
+from dbgfwd.rank import env as rankenv
 
 
 def test_torchrun_wins_over_slurm():

@@ -1,0 +1,3 @@
+from dbgfwd.rank import main
+
+main()

@@ -1,0 +1,145 @@
+"""Real distributed PyTorch jobs (CPU build, gloo) for tests: torchrun, torch.distributed.run, mpirun.
+
+torch is installed by scripts/setup.sh (the CPU build); these tests fail in CI when it is missing, and
+skip with the reason elsewhere. Progress is reported out of band (one file per rank), so a test can tell
+that the job goes on without ever touching a debug port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.ranks import wait_for_markers
+
+# A gloo all_reduce loop. The breakpoint line comes right after the collective: `reduced` is the sum of
+# (rank + 1) over all ranks, so an evaluate there shows both the rank and the reduced value.
+TRAIN_PROGRAM = '''\
+import os, sys, time
+from datetime import timedelta
+if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" in os.environ:  # mpirun: env:// wants these names
+    os.environ["RANK"] = os.environ["OMPI_COMM_WORLD_RANK"]
+    os.environ["WORLD_SIZE"] = os.environ["OMPI_COMM_WORLD_SIZE"]
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo", timeout=timedelta(seconds=float(os.environ["DBGFWD_TEST_PG_TIMEOUT"])))
+rank = dist.get_rank()
+step = 0
+while True:
+    t = torch.tensor([float(rank + 1)])
+    dist.all_reduce(t)
+    reduced = t.item()
+    step += 1
+    with open(os.path.join(os.environ["DBGFWD_TEST_PROGRESS"], f"rank{rank}"), "w") as fh:
+        fh.write(str(step))
+    time.sleep(0.02)
+'''
+# The line after `reduced = t.item()`: stopped there, `reduced` holds the all_reduce result.
+BREAK_LINE = TRAIN_PROGRAM.splitlines().index("    step += 1") + 1
+PG_TIMEOUT = 8  # the program's own collective timeout, seconds
+
+
+def torch_or_skip() -> None:
+    try:
+        import torch  # noqa: F401
+        import torch.distributed  # noqa: F401
+    except ImportError as exc:
+        reason = f"torch is not installed ({exc}); scripts/setup.sh test installs its CPU build"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def mpirun_or_skip() -> str:
+    path = shutil.which("mpirun")
+    if path is None:
+        reason = "mpirun is not installed (apt-get install openmpi-bin; scripts/test.sh does)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@dataclass
+class Job:
+    proc: subprocess.Popen
+    directory: Path
+    runtime: Path
+    progress: Path
+    program: Path
+    log: Path
+    base_port: int
+
+    def steps(self, rank: int) -> int:
+        try:
+            return int((self.progress / f"rank{rank}").read_text() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def wait_steps(self, rank: int, at_least: int, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.steps(rank) >= at_least:
+                return self.steps(rank)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"job exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"rank {rank} did not reach step {at_least}:\n{self.output()[-3000:]}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
+
+def start_job(directory: Path, launcher: list[str], ranks: int, base_port: int, rank_args: list[str] = (),
+              env: dict | None = None) -> Job:
+    """`launcher` (e.g. torchrun --nproc-per-node 4) running `python -m dbgfwd.rank ... -- train.py`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    program = directory / "train.py"
+    program.write_text(TRAIN_PROGRAM)
+    runtime, progress = directory / "run", directory / "progress"
+    progress.mkdir(exist_ok=True)
+    log = directory / "job.log"
+    full_env = dict(os.environ, DBGFWD_RUNTIME_DIR=str(runtime), DBGFWD_TEST_PROGRESS=str(progress),
+                    DBGFWD_TEST_PG_TIMEOUT=str(PG_TIMEOUT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+                    **(env or {}))
+    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        full_env.pop(var, None)
+    cmd = [*launcher, "-m", "dbgfwd.rank", "--base-port", str(base_port), *rank_args, "--", str(program)]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=fh, stderr=subprocess.STDOUT, cwd=directory,
+                                start_new_session=True)
+    job = Job(proc, directory, runtime, progress, program, log, base_port)
+    try:
+        wait_for_markers(runtime, set(range(ranks)), timeout=120)
+        for rank in range(ranks):
+            job.wait_steps(rank, 1, timeout=120)
+    except BaseException:
+        job.stop()
+        raise
+    return job
+
+
+def torchrun(nproc: int, master_port: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+            "--master-addr", "127.0.0.1", "--master-port", str(master_port)]
