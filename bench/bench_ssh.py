@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dbgfwd.markers import parse_proc_net_tcp  # noqa: E402
+from dbgfwd.rank.markers import parse_proc_net_tcp  # noqa: E402
 from tests.support.netns import Lab  # noqa: E402
 
 ECHO_PORT, SOURCE_PORT = 9000, 9001

@@ -314,7 +314,7 @@ class DbgfwdBatch(BenchPath):
 def wait_listening(ports: list[int], timeout: float = 30.0, proc: subprocess.Popen | None = None,
                    netns_pid: int | str = "self") -> None:
     """Wait until every port has a LISTEN socket (read from /proc/<pid>/net/tcp: no connect)."""
-    from dbgfwd.markers import parse_proc_net_tcp
+    from dbgfwd.rank.markers import parse_proc_net_tcp
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

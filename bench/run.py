@@ -18,8 +18,14 @@ from pathlib import Path
 
 from bench import measure, paths, report, scale
 from tests.support.echo_server import EchoServer
-from tests.support.ranks import (BREAK_LINE, PLAIN_BREAK_LINE, start_plain_rank, start_rank, wait_for_markers,
-                                 write_program)
+from tests.support.ranks import (
+    BREAK_LINE,
+    PLAIN_BREAK_LINE,
+    start_plain_rank,
+    start_rank,
+    wait_for_markers,
+    write_program,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -119,7 +119,7 @@ def _socat_idle(endpoints: dict, seconds: float) -> dict:
 
 
 def _port_block(count: int) -> int:
-    from dbgfwd.planner import port_is_free
+    from dbgfwd.plan.ports import port_is_free
 
     base = 21000
     while base + count + 1100 < 60000:

@@ -24,7 +24,7 @@ def _isolate(tmp_path, monkeypatch):
 
 def free_port_block(count: int, start: int = 20000) -> int:
     """A base port whose `count` ports are free now (bind check only)."""
-    from dbgfwd.planner import port_is_free
+    from dbgfwd.plan.ports import port_is_free
 
     base = start + (os.getpid() % 200) * 50
     while base + count < 60000:

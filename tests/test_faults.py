@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from dbgfwd import markers
+from dbgfwd.rank import markers
 from tests.support import cli
 from tests.support.echo_server import EchoServer
 from tests.support.procinfo import fd_count, thread_count

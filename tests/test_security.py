@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from dbgfwd import markers
-from dbgfwd.console import Console, redact
-from tests.support import cli, leaky_provider as leaky
+from dbgfwd.rank import markers
+from dbgfwd.ui.console import Console, redact
+from tests.support import cli
+from tests.support import leaky_provider as leaky
 from tests.support.echo_server import EchoServer
 from tests.support.procinfo import descendants, listening_addrs, owners_of_listener
 from tests.support.ranks import start_rank, wait_for_markers, write_program

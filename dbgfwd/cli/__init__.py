@@ -11,8 +11,8 @@ import sys
 import typer
 
 from dbgfwd import __version__, envvars
-from dbgfwd.console import console
 from dbgfwd.errors import DbgfwdError, ExitCode
+from dbgfwd.ui.console import console
 
 HELP = f"""Forward every rank of a remote distributed Python job to VS Code.
 
@@ -62,16 +62,10 @@ def _root(
 
 
 def _register() -> None:
-    from dbgfwd.cli import attach, demo, ls, ranks, status, wait
+    from dbgfwd.cli import attach, demo, gen_launch, ls, ranks, snippet, status, wait
 
-    for module in (ranks, attach, ls, status, wait, demo):
+    for module in (ranks, attach, ls, status, wait, gen_launch, snippet, demo):
         module.register(app)
-    try:  # VS Code commands (gen-launch, snippet) live with the writer
-        from dbgfwd.cli import gen_launch, snippet
-    except ImportError:
-        return
-    gen_launch.register(app)
-    snippet.register(app)
 
 
 _register()

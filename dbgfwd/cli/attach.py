@@ -9,7 +9,7 @@ import typer
 
 from dbgfwd import envvars
 from dbgfwd.cli import options as o
-from dbgfwd.console import console
+from dbgfwd.ui.console import console
 
 
 @o.with_provider_options
@@ -58,9 +58,9 @@ def attach(
       dbgfwd attach --provider ssh node01 node02     # ranks on SSH hosts
       dbgfwd attach --provider batch <job-id>        # AWS Batch job through SSM
     """
-    from dbgfwd.session import AttachOptions, run_attach
+    from dbgfwd.app.attach import run_attach
+    from dbgfwd.app.options import AttachOptions
 
-    console.json = json_out
     ws = o.workspace_of(workspace)
     opts = AttachOptions(
         workspace=ws, provider=provider, targets=tuple(targets or ()), provider_options=provider_options or {},
@@ -71,11 +71,12 @@ def attach(
         client_wait=client_wait, duration=duration, verbose=console.verbosity,
     )
     if list_only:
-        from dbgfwd.cli.ls import show_discovery
+        from dbgfwd.app.discover import discover
+        from dbgfwd.ui.listing import show_listing
 
-        show_discovery(opts)
+        show_listing(console, discover(opts, console))
         return
-    from dbgfwd.ui import LiveView
+    from dbgfwd.ui.live import LiveView
 
     live = LiveView(console)
     run_attach(opts, console, on_ready=live.start)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dbgfwd.cli import options as o
-from dbgfwd.console import console
+from dbgfwd.ui.console import console
 
 
 def demo(
@@ -27,9 +27,8 @@ def demo(
     provider and writes one attach config per rank and an "all ranks" compound into the demo
     workspace's .vscode/launch.json. Ctrl-C stops the ranks and every forward.
     """
-    from dbgfwd.demo import DemoOptions, run_demo
+    from dbgfwd.app.demo import DemoOptions, run_demo
 
-    console.json = json_out
     run_demo(DemoOptions(ranks=ranks, workspace=workspace, base_port=base_port, duration=duration), console)
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from dbgfwd import planner
 from dbgfwd.cli import options as o
-from dbgfwd.console import console
-from dbgfwd.errors import UsageError
-from dbgfwd.state import session_path
-from dbgfwd.vscode import LaunchOptions, generate, plan_changes, render_diff, update_launch_json
-from dbgfwd.vscode.plan import PlanRequest, entries_from_plan, entries_from_session, remember_ports, select
+from dbgfwd.ui.console import console
+from dbgfwd.vscode import generate, plan_changes, render_diff, update_launch_json
+from dbgfwd.vscode.plan import PlanRequest, remember_ports
 
 HELP = (
     "Write one attach config per rank, a 'dbgfwd: all ranks' compound and its wait task into "
@@ -46,33 +42,17 @@ def gen_launch(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the diff instead of writing"),
     json_out: bool = typer.Option(False, "--json", help="print the entries as JSON instead of writing"),
 ) -> None:
+    from dbgfwd.app import gen_launch as app
+
     workspace = o.workspace_of(workspace)
     only_set = o.rank_set(only)
-    if ranks is not None:
-        request = PlanRequest(ranks, base_port, local_base_port, ranks_per_node, only_set)
-        entries = entries_from_plan(request, workspace)
-    else:
-        found = entries_from_session(session_path(workspace))
-        if found is None:
-            raise UsageError(f"no dbgfwd session in {workspace.resolve()} and no --ranks",
-                             hint="run `dbgfwd attach ...` first, or pass --ranks N to plan the ports")
-        entries = select(found, only_set)
-        if remote_root is not None:  # an explicit root beats what attach inferred per rank
-            entries = [dataclasses.replace(e, remote_root=None) for e in entries]
-    present = {e.rank for e in entries}
-    subsets = []
-    for spec in compound or ():
-        members = planner.parse_rank_set(spec)
-        missing = sorted(members - present)
-        if missing:
-            raise UsageError(f"--compound {spec} names ranks not in the plan: {','.join(map(str, missing))}")
-        subsets.append(tuple(sorted(members)))
-    from dbgfwd.session import task_workspace, wait_command
-
-    path = launch_json or workspace / ".vscode" / "launch.json"
-    options = LaunchOptions(local_root=local_root, remote_root=remote_root, just_my_code=just_my_code,
-                            compounds=tuple(subsets), compound_per_node=compound_per_node, wait_task=wait_task,
-                            wait_command=wait_command(), workspace=task_workspace(path, workspace))
+    plan = PlanRequest(ranks, base_port, local_base_port, ranks_per_node, only_set) if ranks is not None else None
+    req = app.GenLaunch(workspace=workspace, plan=plan, only=only_set, launch_json=launch_json,
+                        local_root=local_root, remote_root=remote_root, just_my_code=just_my_code,
+                        compounds=tuple(compound or ()), compound_per_node=compound_per_node, wait_task=wait_task)
+    entries = app.entries(req)
+    options = app.launch_options(req, entries)
+    path = req.path
     if json_out:
         changes = plan_changes(path, entries, options)
         console.emit_json({"launch_json": str(changes[0].path),

@@ -13,7 +13,15 @@ from dbgfwd import envvars
 
 Workspace = typer.Option(None, "--workspace", "-w", envvar=envvars.WORKSPACE, file_okay=False,
                          help="workspace folder holding .dbgfwd/ and .vscode/ (default: current directory)")
-Json = typer.Option(False, "--json", help="print machine-readable JSON on stdout")
+def _json_mode(value: bool) -> bool:
+    """--json switches the one console to JSON output (its messages go to stderr, the document to stdout)."""
+    from dbgfwd.ui.console import console
+
+    console.json = bool(value)
+    return value
+
+
+Json = typer.Option(False, "--json", callback=_json_mode, help="print machine-readable JSON on stdout")
 BasePort = typer.Option(5678, "--base-port", envvar=envvars.BASE_PORT, min=1, max=65535,
                         help="remote debugpy port of local rank 0; rank r listens on base + local rank")
 LocalBasePort = typer.Option(None, "--local-base-port", min=1, max=65535,
@@ -72,12 +80,12 @@ def with_provider_options(func: Callable) -> Callable:
 
 
 def rank_set(text: Optional[str]):
-    from dbgfwd.planner import parse_rank_set
+    from dbgfwd.plan.ranksets import parse_rank_set
 
     return parse_rank_set(text) if text else None
 
 
 def workspace_of(path: Optional[Path]) -> Path:
-    from dbgfwd.state import workspace_dir
+    from dbgfwd.workspace.state import workspace_dir
 
     return workspace_dir(path)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dbgfwd.cli import options as o
-from dbgfwd.console import console
+from dbgfwd.ui.console import console
 
 
 def ranks(
@@ -27,23 +27,27 @@ def ranks(
     Local ports are deterministic (local base + rank when free), skip ports in use, and are stable:
     ports remembered in this workspace (by `attach` or `--save`) are reused.
     """
-    from dbgfwd import planner, state
-    from dbgfwd.ui import rank_table
+    from dbgfwd.plan.layout import layout
+    from dbgfwd.plan.ports import assign_local_ports, default_local_base, port_is_free
+    from dbgfwd.plan.ranksets import filter_ranks
+    from dbgfwd.ui.tables import rank_table
+    from dbgfwd.workspace import state
+    from dbgfwd.workspace.ports import PortMemory
 
-    console.json = json_out
     ws = o.workspace_of(workspace)
-    slots = planner.filter_ranks(planner.layout(count, ranks_per_node, base_port), o.rank_set(only))
-    memory = planner.PortMemory(state.ports_path(ws))
+    slots = filter_ranks(layout(count, ranks_per_node, base_port), o.rank_set(only))
+    memory = PortMemory.of(ws)
     session = state.read_session(ws)
     own = {}
     if session is not None and session.alive:  # ports held by our own running attach are ours, not busy
-        own = {int(r["rank"]): int(r["local_port"]) for r in session.ranks}
+        own = {r.rank: r.local_port for r in session.ranks}
 
     def is_free(port: int) -> bool:
-        return port in own.values() or planner.port_is_free(port)
+        return port in own.values() or port_is_free(port)
 
     remembered = {**memory.load(), **own}
-    planned = planner.assign_local_ports(slots, local_base_port or base_port, remembered, is_free=is_free,
+    local_base = local_base_port or default_local_base(base_port, False)
+    planned = assign_local_ports(slots, local_base, remembered, is_free=is_free,
                                          strict=local_base_port is not None)
     if save:
         memory.save(planned)

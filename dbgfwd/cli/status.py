@@ -8,16 +8,15 @@ from typing import Optional
 import typer
 
 from dbgfwd.cli import options as o
-from dbgfwd.console import console
+from dbgfwd.ui.console import console
 
 
 def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json) -> None:
     """Show every rank's target, ports, state and traffic from the running `dbgfwd attach`."""
-    from dbgfwd import state
     from dbgfwd.errors import NoSessionError
-    from dbgfwd.ui import rank_table
+    from dbgfwd.ui.tables import rank_table
+    from dbgfwd.workspace import state
 
-    console.json = json_out
     ws = o.workspace_of(workspace)
     session = state.read_session(ws)
     if session is None or not session.alive:
@@ -28,7 +27,7 @@ def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json) -> 
         console.emit_json(session.data)
         return
     d = session.data
-    console.print(rank_table(session.ranks, title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
+    console.print(rank_table([r.row for r in session.ranks], title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dbgfwd.cli import options as o
-from dbgfwd.console import console
+from dbgfwd.ui.console import console
 
 
 def wait(
@@ -22,9 +22,8 @@ def wait(
     Readiness comes from the attach process (markers and listening sockets read out of band);
     this command never connects to a debug port.
     """
-    from dbgfwd.waiting import wait_ready
+    from dbgfwd.app.waiting import wait_ready
 
-    console.json = json_out
     rows = wait_ready(o.workspace_of(workspace), timeout, o.rank_set(ranks))
     if json_out:
         console.emit_json({"ready": True, "ranks": rows})

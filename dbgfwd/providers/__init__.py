@@ -1,4 +1,8 @@
-"""Provider registry. Providers are imported lazily by name, so `dbgfwd --help` stays fast."""
+"""Provider registry: name -> class, loaded by name.
+
+Provider modules import their SDKs (kubernetes, boto3, paramiko) only when used, so loading a provider
+class is cheap; the CLI loads every class to build the provider options of attach/ls.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ if TYPE_CHECKING:
 
 # name -> "module:Class". Add a provider here.
 REGISTRY: dict[str, str] = {
-    "local": "dbgfwd.providers.local:LocalProvider",
-    "ssh": "dbgfwd.providers.ssh:SshProvider",
-    "batch": "dbgfwd.providers.batch:BatchProvider",
-    "kubernetes": "dbgfwd.providers.kubernetes:KubernetesProvider",
+    "local": "dbgfwd.providers.local.provider:LocalProvider",
+    "ssh": "dbgfwd.providers.ssh.provider:SshProvider",
+    "batch": "dbgfwd.providers.batch.provider:BatchProvider",
+    "kubernetes": "dbgfwd.providers.kubernetes.provider:KubernetesProvider",
 }
 
 

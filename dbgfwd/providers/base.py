@@ -37,7 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
-from dbgfwd.markers import ProbeResult
+from dbgfwd.rank.markers import ProbeResult
 
 
 class Capability(enum.Enum):
@@ -50,8 +50,6 @@ class Capability(enum.Enum):
     SHARES_LOCAL_PORTS = "shares-local-ports"
     # discover() can be called repeatedly and cheaply to find ranks that appear or are replaced later.
     REDISCOVERY = "rediscovery"
-    # Target.remote_root is filled in (working directory of the ranks) for launch.json pathMappings.
-    REMOTE_ROOT = "remote-root"
 
 
 @dataclass(frozen=True)
@@ -128,9 +126,9 @@ class Discovery:
 class Stream(Protocol):
     """A connected byte stream to one rank's debug port (socket-like).
 
-    A real `socket.socket` satisfies it; so does a paramiko Channel. Transports that are not
-    sockets (websocket channels, smux streams) hand out one end of a `socket.socketpair()` and
-    pump the other end themselves.
+    A real `socket.socket` satisfies it (and gets the relay's zero-copy path); so does a paramiko
+    Channel, or any object with these four methods (the Kubernetes websocket stream, SSM smux streams).
+    The relay hands a stream that is not a real socket immutable `bytes` it may keep.
     """
 
     def recv(self, n: int) -> bytes: ...
@@ -197,7 +195,7 @@ class Provider(ABC):
         """Out-of-band readiness of `target` (markers and listening sockets), or None if unknown.
 
         Must never connect to a debug port. Providers with an exec channel run
-        `dbgfwd.markers.probe_command()` there and return `parse_probe_output(stdout)`.
+        `dbgfwd.rank.markers.probe_command()` there and return `parse_probe_output(stdout)`.
         """
         return None
 

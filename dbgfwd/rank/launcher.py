@@ -6,7 +6,7 @@
 The rank comes from the launcher's environment (torchrun, Open MPI, PMI/PMIx, Slurm, indexed Jobs,
 AWS Batch; see dbgfwd.rank.env). Before the program starts, the rank is made good to debug
 (dbgfwd.rank.debuggee): debugpy listens, its requests answer in ~1 ms, torch collectives wait for a
-paused rank. Then a readiness marker is written to the runtime directory (dbgfwd.markers) so dbgfwd can
+paused rank. Then a readiness marker is written to the runtime directory (dbgfwd.rank.markers) so dbgfwd can
 tell the rank is ready without touching the debug port; the marker is removed when the program exits.
 The program then runs as `python script.py` would.
 
@@ -27,8 +27,8 @@ import sys
 import types
 from typing import NoReturn
 
-from dbgfwd import envvars, markers
-from dbgfwd.rank import collectives, debuggee
+from dbgfwd import envvars
+from dbgfwd.rank import collectives, debuggee, markers
 from dbgfwd.rank import env as rankenv
 
 EXIT_USAGE = 2

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
 from datetime import timedelta
+from importlib import resources
 from typing import Any, Mapping
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")

@@ -71,7 +71,8 @@ class Generated:
 
 
 def attach_config(entry: AttachEntry, options: LaunchOptions) -> dict:
-    remote_root = entry.remote_root if entry.remote_root is not None else options.remote_root
+    # The user's --remote-root wins; else the root attach inferred for this rank; else no mapping.
+    remote_root = options.remote_root if options.remote_root is not None else entry.remote_root
     config = templates.load_json("attach.json", {
         "rank": entry.rank, "node": entry.node, "host": entry.host, "local_port": entry.local_port,
         "local_root": options.local_root, "remote_root": remote_root,

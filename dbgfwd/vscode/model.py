@@ -14,14 +14,14 @@ class AttachEntry:
     local_port: int
     node: str
     local_rank: int
-    remote_root: str | None = None  # per-rank override (e.g. the container's working directory)
+    remote_root: str | None = None  # inferred for this rank (e.g. its working directory); LaunchOptions' wins
     host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
     local_root: str = "${workspaceFolder}"
-    remote_root: str | None = None  # None and no per-rank root: no pathMappings (same paths)
+    remote_root: str | None = None  # the user's explicit root, for every rank; None: each rank's inferred one
     just_my_code: bool = False
     compounds: tuple[tuple[int, ...], ...] = ()  # extra compounds, one per rank subset
     compound_per_node: bool = False

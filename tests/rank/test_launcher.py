@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dbgfwd import markers
+from dbgfwd.rank import markers
 from tests.conftest import free_port_block
 from tests.support.ranks import NODELAY_PROBE
 
@@ -28,7 +28,7 @@ def _run(tmp_path, env_extra, program_text, *args, timeout=60):
 def test_program_semantics_and_marker_lifecycle(tmp_path):
     base = free_port_block(2)
     run = tmp_path / "run"
-    text = ("import sys, json, os\nfrom dbgfwd import markers\n"
+    text = ("import sys, json, os\nfrom dbgfwd.rank import markers\n"
             "ms = markers.read_markers()\n"
             "print(json.dumps({'argv': sys.argv, 'name': __name__, 'ports': [m.port for m in ms],"
             " 'ranks': [m.rank for m in ms]}))\nsys.exit(3)\n")

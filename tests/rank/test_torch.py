@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from dbgfwd import markers
+from dbgfwd.rank import markers
 from tests.support import cli
 from tests.support.dap import DapClient
-from tests.support.torchjob import (BREAK_LINE, PG_TIMEOUT, Job, mpirun_or_skip, start_job, torch_or_skip,
-                                    torchrun)
+from tests.support.torchjob import BREAK_LINE, PG_TIMEOUT, Job, mpirun_or_skip, start_job, torch_or_skip, torchrun
 
 HOLD = 20  # seconds at a breakpoint, well past PG_TIMEOUT
 EXPRESSION = "f'{rank}:{reduced}'"

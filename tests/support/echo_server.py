@@ -13,7 +13,7 @@ The first byte of each connection picks the service:
        half-close (which the Kubernetes port-forward protocol cannot carry)
     Z  stay silent until EOF (a connection that only holds a slot)
 
-It uses only the standard library and dbgfwd.markers so it starts fast and can be SIGKILLed and
+It uses only the standard library and dbgfwd.rank.markers so it starts fast and can be SIGKILLed and
 restarted many times. It exits on SIGTERM after removing its marker (SIGKILL leaves a dead marker,
 which readers ignore because its pid is gone).
 """
@@ -113,7 +113,7 @@ def _rank_main(listener: socket.socket, rank: int, local_rank: int, marker_dir: 
     """Register this process as `rank` (marker) and serve forever."""
     marker_path = None
     if marker_dir is not None:
-        from dbgfwd import markers
+        from dbgfwd.rank import markers
 
         marker = markers.new_marker(rank, local_rank, listener.getsockname()[1], "127.0.0.1", None, "test",
                                     ["echo_server"])
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     global ACCEPT_LOG
     ACCEPT_LOG = args.accept_log
     if args.marker_dir is not None:
-        import dbgfwd.markers  # noqa: F401  (once, before any fork)
+        import dbgfwd.rank.markers  # noqa: F401  (once, before any fork)
 
     if args.count == 1:
         listener = _listen(args.port)

@@ -14,7 +14,7 @@ KF = "training.kubeflow.org/"
 # A stand-in rank for scale tests: listens on base + local rank and writes a marker, no debugpy.
 LIGHT_RANK = '''\
 import os, socket, time
-from dbgfwd import markers
+from dbgfwd.rank import markers
 from dbgfwd.rank import env as rankenv
 env = rankenv.detect_or_default()
 port = int(os.environ.get("DBGFWD_BASE_PORT", "5678")) + env.local_rank
@@ -91,7 +91,7 @@ def wait_listening(pod, port: int, timeout: float = 30.0) -> None:
     """Wait until something listens on `port` in the pod, read from its /proc/net/tcp (out of band)."""
     import time
 
-    from dbgfwd.markers import parse_proc_net_tcp
+    from dbgfwd.rank.markers import parse_proc_net_tcp
 
     deadline = time.monotonic() + timeout
     while True:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from tests.support.sshd import SshKeys, Sshd, write_ssh_config
+from tests.support.sshd import Sshd, SshKeys, write_ssh_config
 
 CLONE_NEWNET = 0x40000000
 SSH_PORT = 2222  # unprivileged, the same inside every host

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dbgfwd import markers
+from dbgfwd.rank import markers
 
 
 def fd_count(pid: int) -> int:

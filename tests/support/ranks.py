@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dbgfwd import markers
+from dbgfwd.rank import markers
 
 # A rank program whose breakpoint line has a rank-dependent local. Line numbers matter: BREAK_LINE.
 RANK_PROGRAM = '''\
@@ -112,7 +112,7 @@ import os, sys, time
 import debugpy
 port = int(os.environ["DBGFWD_PLAIN_PORT"]); rank = int(os.environ["RANK"])
 debugpy.listen(("127.0.0.1", port))
-from dbgfwd import markers
+from dbgfwd.rank import markers
 markers.write_marker(markers.new_marker(rank, rank, port, "127.0.0.1", None, "default", sys.argv))
 counter = 0
 while True:

@@ -23,8 +23,8 @@ import uuid
 from urllib.parse import parse_qs, urlsplit
 
 from tests.support import ssm_ws as ws
-from tests.support.ssm_wire import _Parsed, _pack, _parse
 from tests.support.net import close_listener
+from tests.support.ssm_wire import _pack, _parse, _Parsed
 
 OPEN_KEYS = {"MessageSchemaVersion", "RequestId", "TokenValue", "ClientId", "ClientVersion"}
 ACK_KEYS = {"AcknowledgedMessageType", "AcknowledgedMessageId", "AcknowledgedMessageSequenceNumber",

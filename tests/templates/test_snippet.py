@@ -12,8 +12,8 @@ from unittest import mock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbgfwd import markers
 from dbgfwd.rank import env as rankenv
+from dbgfwd.rank import markers
 from dbgfwd.templates import render_snippet
 from tests.support import cli
 from tests.support.dap import DapClient

@@ -7,8 +7,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from dbgfwd.vscode import (AttachEntry, LaunchOptions, format_ranks, generate, owns_launch_entry, owns_task,
-                           update_launch_json)
+from dbgfwd.vscode import (
+    AttachEntry,
+    LaunchOptions,
+    format_ranks,
+    generate,
+    owns_launch_entry,
+    owns_task,
+    update_launch_json,
+)
 from dbgfwd.vscode.jsonc import loads
 from tests.vscode.conftest import entries
 
@@ -103,7 +110,7 @@ def test_schema_rejects_what_vscode_flags():
 
 def test_entry_fields():
     e = AttachEntry(rank=3, local_port=41003, node="worker-1", local_rank=1, remote_root="/ctr/cwd")
-    gen = generate([e], LaunchOptions(remote_root="/ignored", just_my_code=True))
+    gen = generate([e], LaunchOptions(just_my_code=True))
     (config,) = gen.configurations
     assert config["name"] == "dbgfwd: rank 3 (worker-1)"
     assert config["connect"] == {"host": "127.0.0.1", "port": 41003}
@@ -113,6 +120,8 @@ def test_entry_fields():
     assert gen.tasks[0]["args"] == ["wait", "--ranks", "3"]
     no_root = generate([replace(e, remote_root=None)], LaunchOptions()).configurations[0]
     assert "pathMappings" not in no_root
+    explicit = generate([e], LaunchOptions(remote_root="/explicit")).configurations[0]  # the user's root wins
+    assert explicit["pathMappings"] == [{"localRoot": "${workspaceFolder}", "remoteRoot": "/explicit"}]
 
 
 def test_ownership_is_by_marker_not_by_name():

@@ -6,8 +6,15 @@ import stat
 import pytest
 
 from dbgfwd.errors import BadFileError, ExitCode
-from dbgfwd.vscode import (LaunchOptions, generate, owns_launch_entry, owns_task, plan_changes, render_diff,
-                           update_launch_json)
+from dbgfwd.vscode import (
+    LaunchOptions,
+    generate,
+    owns_launch_entry,
+    owns_task,
+    plan_changes,
+    render_diff,
+    update_launch_json,
+)
 from dbgfwd.vscode.jsonc import loads, parse
 from dbgfwd.vscode.writer import BACKUP_SUFFIX
 from tests.vscode.conftest import entries, fixture_bytes

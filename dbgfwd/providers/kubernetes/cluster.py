@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from dbgfwd.errors import (AuthError, BadFileError, DbgfwdError, NotFoundError, UnreachableError,
-                           UsageError)
+from dbgfwd.errors import AuthError, BadFileError, DbgfwdError, NotFoundError, UnreachableError, UsageError
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
 
@@ -173,8 +172,8 @@ class Cluster:
                                    hint="check that --kubeconfig points at a Kubernetes API server") from None
 
     def _call(self, call):
-        from kubernetes.client.exceptions import ApiException
         import urllib3
+        from kubernetes.client.exceptions import ApiException
 
         try:
             return call()

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from dbgfwd.errors import NotFoundError
-from dbgfwd.providers.base import RankInfo, Target
+from dbgfwd.plan.layout import node_ranks
+from dbgfwd.providers.base import Target
 from dbgfwd.providers.kubernetes import spec as S
 from dbgfwd.providers.kubernetes.cluster import Cluster
 
@@ -104,8 +105,7 @@ def build_targets(pods: Sequence[dict], container: str | None, ranks_per_pod: in
         work = S.workload_of(pod)
         name = S.pod_name(pod) if slot.key.startswith("pod/") or work is None else f"{work.name}-{slot.label}"
         rank_base = node_index * ranks_per_pod if ranks_per_pod else None
-        ranks = tuple(RankInfo(rank=rank_base + i, local_rank=i, port=base_port + i)
-                      for i in range(ranks_per_pod)) if ranks_per_pod else ()
+        ranks = node_ranks(rank_base, ranks_per_pod, base_port) if ranks_per_pod else ()
         status = pod.get("status") or {}
         detail = {"pod": S.pod_name(pod), "phase": phase_of(pod)}
         if status.get("podIP"):

@@ -17,7 +17,7 @@ import threading
 import time
 
 from dbgfwd.errors import UpstreamError
-from dbgfwd import wsframes as frames
+from dbgfwd.net import wsframes as frames
 from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")

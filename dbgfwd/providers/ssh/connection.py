@@ -192,17 +192,7 @@ class HostConnection:
             try:
                 channel.settimeout(max(0.1, deadline - time.monotonic()))
                 channel.exec_command(command)
-                out = bytearray()
-                while True:
-                    chunk = channel.recv(65536)
-                    if not chunk:
-                        break
-                    out += chunk
-                    if len(out) > _EXEC_OUTPUT_LIMIT or time.monotonic() > deadline:
-                        raise socket.timeout()
-                    channel.settimeout(max(0.1, deadline - time.monotonic()))
-                status = channel.recv_exit_status() if channel.exit_status_ready() else -1
-                return status, out.decode("utf-8", "replace")
+                return collect_output(channel, deadline)
             finally:
                 channel.close()
         except socket.timeout:
@@ -212,6 +202,25 @@ class HostConnection:
             self.drop(transport)
             raise UnreachableError(f"ssh: connection to {self.settings.alias} dropped "
                                    f"({failures.describe(exc)})", hint="dbgfwd reconnects") from None
+
+
+def collect_output(channel, deadline: float) -> tuple[int, str]:
+    """(exit status, stdout) of an exec channel: read to end of file, then wait for the exit status.
+
+    sshd sends end-of-file before the exit-status message, and paramiko handles each on its transport
+    thread: right after recv() returned b"" the status may not be there yet, so wait for it (bounded by
+    the deadline) rather than read it at once. -1: the command ended without an exit status."""
+    out = bytearray()
+    while True:
+        chunk = channel.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+        if len(out) > _EXEC_OUTPUT_LIMIT or time.monotonic() > deadline:
+            raise socket.timeout()
+        channel.settimeout(max(0.1, deadline - time.monotonic()))
+    ready = channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+    return (channel.recv_exit_status() if ready else -1), out.decode("utf-8", "replace")
 
 
 def _ping(transport, timeout: float) -> bool:

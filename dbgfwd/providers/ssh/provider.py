@@ -10,12 +10,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dbgfwd.providers.ssh.targets as targets_mod
 from dbgfwd.errors import BadFileError, DbgfwdError, UnreachableError, UsageError
-from dbgfwd.markers import ProbeResult, parse_probe_output, probe_command
-from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig,
-                                   ProviderOption, RankInfo, Stream, Target)
-from dbgfwd.providers.ssh import targets as targets_mod
+from dbgfwd.plan.layout import marker_ranks, node_ranks
+from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig, ProviderOption,
+                                   Stream, Target)
 from dbgfwd.providers.ssh.targets import HostSpec
+from dbgfwd.rank.markers import ProbeResult, parse_probe_output, probe_command
 
 log = logging.getLogger("dbgfwd.ssh")
 
@@ -29,8 +30,7 @@ class SshProvider(Provider):
     name = "ssh"
     title = "SSH hosts"
     summary = "ranks on hosts reached with SSH ([user@]host[:port], --hostfile, --nodelist)"
-    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY,
-                              Capability.REMOTE_ROOT})
+    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY})
     options = (
         ProviderOption("hostfile", ("--hostfile",), "MPI hostfile: one `host slots=N` (or `host:N`) per line",
                        type=Path, metavar="FILE"),
@@ -201,16 +201,16 @@ def _target(spec: HostSpec, index: int, base: int | None, count: int | None, bas
         if result.hint:
             detail["hint"] = result.hint
         if count and base is not None:
-            ranks = tuple(RankInfo(base + i, i, base_port + i) for i in range(count))
+            ranks = node_ranks(base, count, base_port)
         else:  # keep the ranks last seen there, so their forwards stay mapped while the host is away
-            ranks = tuple(RankInfo(m.rank, m.local_rank, m.port) for m in (known.markers if known else ()))
+            ranks = marker_ranks(known.markers if known else ())
         return Target(key=spec.key, name=spec.host, node_index=index, rank_base=base, ranks=ranks,
                       running=False, status=result.message, detail=detail, handle=spec.key)
     markers = [m for m in result.markers]
     if count and base is not None:
-        ranks = tuple(RankInfo(base + i, i, base_port + i) for i in range(count))
+        ranks = node_ranks(base, count, base_port)
     else:
-        ranks = tuple(RankInfo(m.rank, m.local_rank, m.port) for m in markers)
+        ranks = marker_ranks(markers)
         if ranks and base is None:
             base = min(m.rank - m.local_rank for m in markers)
     root = next((m.cwd for m in markers if m.cwd), None)

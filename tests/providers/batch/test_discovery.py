@@ -119,6 +119,7 @@ def test_access_denied_and_not_connected_name_the_fix(world):
 
 def test_expired_sso_translates():
     import botocore.exceptions as be
+
     from dbgfwd.providers.batch.aws import AwsContext, translate
     err = translate(be.SSOTokenLoadError(error_msg="expired"), AwsContext("dev", "eu-west-1"), "batch:DescribeJobs")
     assert isinstance(err, AuthError) and "SSO session has expired" in err.message

@@ -14,8 +14,8 @@ from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.batch import BatchProvider
 from tests.providers.batch.conftest import bridge
 from tests.support.dap import DapClient
-from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
 from tests.support.net import close_listener
+from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
 
 
 def echo_server():

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from dbgfwd.markers import parse_proc_net_tcp
+from dbgfwd.rank.markers import parse_proc_net_tcp
 from tests.providers.ssh.conftest import ROOT
 from tests.providers.ssh.helpers import config_with
 from tests.support import cli

@@ -257,3 +257,44 @@ def test_provider_is_registered():
     from dbgfwd.providers import load
 
     assert load("ssh") is SshProvider
+
+
+def test_exit_status_arriving_after_end_of_file_is_waited_for():
+    """The interleaving behind a rare `(-1, output)`: sshd's exit-status message is handled by paramiko's
+    transport thread just after recv() has returned end-of-file. Forced here with a channel whose status
+    lands 0.2 s after its end-of-file; it must be read, not taken as missing."""
+    import threading
+    import time
+
+    from dbgfwd.providers.ssh.connection import collect_output
+
+    class LateStatusChannel:
+        def __init__(self):
+            self.chunks = [b"still ", b"here\n", b""]
+            self.status_event = threading.Event()
+            self.status = None
+
+        def recv(self, n):
+            chunk = self.chunks.pop(0)
+            if not chunk:  # end of file now, the exit status a little later
+                threading.Timer(0.2, self._exit, args=(0,)).start()
+            return chunk
+
+        def _exit(self, status):
+            self.status = status
+            self.status_event.set()
+
+        def settimeout(self, t):
+            pass
+
+        def exit_status_ready(self):
+            return self.status_event.is_set()
+
+        def recv_exit_status(self):
+            self.status_event.wait()
+            return self.status
+
+    assert collect_output(LateStatusChannel(), time.monotonic() + 10) == (0, "still here\n")
+    never = LateStatusChannel()
+    never._exit = lambda status: None  # no status at all: -1 once the deadline passes
+    assert collect_output(never, time.monotonic() + 0.3) == (-1, "still here\n")

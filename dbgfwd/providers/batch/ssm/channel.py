@@ -13,44 +13,19 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from dbgfwd.errors import DbgfwdError, UpstreamError
 from dbgfwd.providers.batch.ssm import message as m
+from dbgfwd.providers.batch.ssm.handshake import CLIENT_VERSION, Handshake, respond
+from dbgfwd.providers.batch.ssm.ordering import Inbound, Outbound
 from dbgfwd.providers.batch.ssm.wsock import OP_BINARY, WebSocket, WebSocketError, encode_frame
 
 log = logging.getLogger("dbgfwd.batch.ssm")
 
-CLIENT_VERSION = "1.2.694.0"  # > 1.2.331.0: agent uses smux without requiring NOP keepalives
-MUX_MIN_AGENT = (3, 0, 196, 0)
-CHUNK = 1024  # payload bytes per message, as the plugin sends
-WINDOW = 512  # messages in flight; more only adds queueing delay and spurious resends
-REORDER_CAPACITY = 10000
-RTO_MIN, RTO_MAX = 0.2, 1.0
 
 # resume(): -> (token, stream_url or None). Raises DbgfwdError when resuming is impossible.
 ResumeFn = Callable[[], "tuple[str, str | None]"]
-
-
-@dataclass
-class _Pending:
-    frame: bytes
-    first_sent: float
-    sent: float
-    retransmitted: bool = False
-
-
-@dataclass(frozen=True)
-class Handshake:
-    agent_version: str
-    session_type: str
-    properties: dict
-
-    @property
-    def multiplexed(self) -> bool:
-        return (self.properties.get("type") == "LocalPortForwarding"
-                and m.version_tuple(self.agent_version) >= MUX_MIN_AGENT)
 
 
 class DataChannel:
@@ -71,17 +46,9 @@ class DataChannel:
         self._clock = clock
         self._client_id = str(__import__("uuid").uuid4())
         self._ws: WebSocket | None = None
-        self._lock = threading.Condition()
         self._send_lock = threading.Lock()
-        self._window: dict[int, _Pending] = {}
-        self._out_seq = 0
-        self._in_seq = 0
-        self._reorder: dict[int, m.AgentMessage] = {}
-        self._srtt: float | None = None
-        self._rttvar = 0.0
-        self.rto = RTO_MIN
-        self._paused = False
-        self._closing = False
+        self._out = Outbound(clock)
+        self._inbound = Inbound()
         self.connected = threading.Event()
         self.handshake_done = threading.Event()
         self.closed = threading.Event()
@@ -117,22 +84,19 @@ class DataChannel:
         return self.handshake
 
     def close(self, reason: str = "closed by dbgfwd") -> None:
-        with self._lock:
-            self._closing = True
-            self._lock.notify_all()
+        self._out.close()
         if self._ws is not None:
             self._ws.close()
         self._mark_closed(reason)
 
     def _mark_closed(self, reason: str) -> None:
-        with self._lock:
+        with self._out.lock:
             if self.closed.is_set():
                 return
             self.close_reason = reason
-            self._closing = True
             self.closed.set()
             self.connected.set()  # wake waiters; they check `closed`
-            self._lock.notify_all()
+        self._out.close()
         log.debug("%s: data channel closed: %s", self._label, reason)
         self._on_closed(reason)
 
@@ -140,34 +104,7 @@ class DataChannel:
     def send_output(self, data: bytes, payload_type: int = m.PT_OUTPUT) -> None:
         """Queue `data` as input_stream_data messages (chunked); blocks while the window is full."""
         with self._send_lock:
-            view = memoryview(data)
-            offsets = range(0, len(data), CHUNK) if data else [0]
-            batch: list[bytes] = []
-            for off in offsets:
-                with self._lock:
-                    while len(self._window) >= WINDOW or self._paused:
-                        if self._closing:
-                            break
-                        if batch:
-                            self._lock.release()
-                            try:
-                                self._write(batch)
-                            finally:
-                                self._lock.acquire()
-                            batch = []
-                            continue
-                        self._lock.wait(0.5)
-                    if self._closing:
-                        raise UpstreamError(f"SSM session is closed: {self.close_reason or 'closing'}")
-                    seq = self._out_seq
-                    self._out_seq += 1
-                    msg = m.AgentMessage(m.INPUT, seq, payload_type, bytes(view[off:off + CHUNK]))
-                    frame = encode_frame(OP_BINARY, msg.encode())
-                    now = self._clock()
-                    self._window[seq] = _Pending(frame, now, now)
-                batch.append(frame)
-            if batch:
-                self._write(batch)
+            self._out.send(data, payload_type, self._write, lambda: self.close_reason)
 
     def send_flag(self, flag: int) -> None:
         self.send_output(flag.to_bytes(4, "big"), m.PT_FLAG)
@@ -192,12 +129,12 @@ class DataChannel:
     # ---- receiving ----
     def _read_loop(self) -> None:
         acks: list[bytes] = []
-        while not self._closing:
+        while not self._out.closing:
             ws = self._ws
             try:
                 op, data = ws.recv()
             except WebSocketError as exc:
-                if self._closing:
+                if self._out.closing:
                     break
                 if not self._reconnect(str(exc)):
                     break
@@ -226,31 +163,17 @@ class DataChannel:
         if mtype == m.ACK:
             self._on_ack(msg)
         elif mtype == m.OUTPUT:
-            ahead = msg.sequence - self._in_seq
-            if ahead >= REORDER_CAPACITY:
-                return  # no room: not acked, so the agent resends it later
-            acks.append(encode_frame(OP_BINARY, m.ack_for(msg).encode()))
-            if ahead < 0:
-                return  # a duplicate of something delivered; re-acked above
-            if ahead > 0:
-                self._reorder[msg.sequence] = msg
-                return
-            self._deliver(msg)
-            self._in_seq += 1
-            while self._in_seq in self._reorder:
-                self._deliver(self._reorder.pop(self._in_seq))
-                self._in_seq += 1
+            ack, ready = self._inbound.accept(msg)
+            if ack:
+                acks.append(encode_frame(OP_BINARY, m.ack_for(msg).encode()))
+            for item in ready:
+                self._deliver(item)
         elif mtype == m.CHANNEL_CLOSED:
             self._write(acks)
             acks.clear()
             self._mark_closed(_closed_reason(msg.payload))
-        elif mtype == m.PAUSE_PUBLICATION:
-            with self._lock:
-                self._paused = True
-        elif mtype == m.START_PUBLICATION:
-            with self._lock:
-                self._paused = False
-                self._lock.notify_all()
+        elif mtype in (m.PAUSE_PUBLICATION, m.START_PUBLICATION):
+            self._out.pause(mtype == m.PAUSE_PUBLICATION)
 
     def _on_ack(self, msg: m.AgentMessage) -> None:
         try:
@@ -258,21 +181,11 @@ class DataChannel:
         except (ValueError, KeyError, TypeError):
             log.debug("%s: ignored a malformed acknowledge", self._label)
             return
-        with self._lock:
-            pending = self._window.pop(seq, None)
-            if pending is None:
-                return
-            if not pending.retransmitted:  # Karn: only unambiguous samples
-                self._rtt_sample(self._clock() - pending.first_sent)
-            self._lock.notify_all()
+        self._out.acknowledged(seq)
 
-    def _rtt_sample(self, rtt: float) -> None:
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
-        else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
-        self.rto = min(RTO_MAX, max(RTO_MIN, self._srtt + 4 * self._rttvar))
+    @property
+    def rto(self) -> float:
+        return self._out.timer.rto
 
     def _deliver(self, msg: m.AgentMessage) -> None:
         ptype = msg.payload_type
@@ -289,48 +202,21 @@ class DataChannel:
             log.warning("%s: agent reported: %s", self._label, msg.payload[:200].decode("utf-8", "replace"))
 
     def _answer_handshake(self, msg: m.AgentMessage) -> None:
-        try:
-            req = msg.json()
-            actions = req.get("RequestedClientActions") or []
-        except (ValueError, AttributeError):
-            raise UpstreamError("SSM agent sent an unreadable handshake request", retryable=False) from None
-        processed, errors = [], []
-        session_type, props = "", {}
-        for action in actions:
-            kind = action.get("ActionType")
-            if kind == "SessionType":
-                params = action.get("ActionParameters") or {}
-                session_type = params.get("SessionType", "")
-                props = params.get("Properties") or {}
-                processed.append({"ActionType": kind, "ActionStatus": 1})
-            else:  # KMSEncryption and anything newer: not supported natively
-                processed.append({"ActionType": kind, "ActionStatus": 2})
-                errors.append(f"{kind} is not supported by the dbgfwd native SSM client")
-        body = {"ClientVersion": CLIENT_VERSION, "ProcessedClientActions": processed,
-                "Errors": errors or None}
+        body, agreed, errors = respond(msg)
         self.send_output(json.dumps(body).encode(), m.PT_HANDSHAKE_RESPONSE)
         if errors:
             raise UpstreamError(f"SSM session needs {'; '.join(errors)}",
                                 hint="use --ssm-backend plugin (session-manager-plugin) for this document",
                                 retryable=False)
-        self.handshake = Handshake(str(req.get("AgentVersion", "")), session_type, dict(props))
+        self.handshake = agreed
 
     # ---- retransmission and resume ----
     def _retransmit_loop(self) -> None:
-        while not self._closing:
+        while not self._out.closing:
             time.sleep(0.05)
             if not self.connected.is_set():
                 continue
-            now = self._clock()
-            with self._lock:
-                rto = self.rto
-                due = []
-                for p in self._window.values():
-                    if now - p.sent >= rto:
-                        p.sent, p.retransmitted = now, True
-                        due.append(p.frame)
-                        if len(due) >= 512:
-                            break
+            due = self._out.due()
             if due:
                 self.retransmits += len(due)
                 self._write(due)
@@ -343,7 +229,7 @@ class DataChannel:
         log.info("%s: websocket failed (%s); resuming the session", self._label, why)
         deadline = time.monotonic() + self._resume_timeout
         delay = 0.2
-        while not self._closing and time.monotonic() < deadline:
+        while not self._out.closing and time.monotonic() < deadline:
             try:
                 token, url = self._resume()
                 if url:
@@ -359,11 +245,7 @@ class DataChannel:
                 return False
             self._ws = ws
             self.resumes += 1
-            with self._lock:
-                frames = [p.frame for p in self._window.values()]
-                now = self._clock()
-                for p in self._window.values():
-                    p.sent, p.retransmitted = now, True
+            frames = self._out.unacknowledged()
             self.connected.set()
             self._write(frames)
             return True

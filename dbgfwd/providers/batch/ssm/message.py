@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from dbgfwd.wsframes import random_bytes
+from dbgfwd.net.wsframes import random_bytes
 
 _HEADER = struct.Struct(">I32sIQqQ16s32sII")
 HEADER_LENGTH = 116  # everything before PayloadLength; the payload starts at HEADER_LENGTH + 4

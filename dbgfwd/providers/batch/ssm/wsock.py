@@ -15,8 +15,7 @@ import struct
 import threading
 from urllib.parse import urlsplit
 
-from dbgfwd.wsframes import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader,  # noqa: F401
-                             encode_frame)
+from dbgfwd.net.wsframes import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, encode_frame  # noqa: F401
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE = 16 * 1024 * 1024

@@ -1,7 +1,7 @@
 import os
 import subprocess
 
-from dbgfwd import markers
+from dbgfwd.rank import markers
 
 
 def test_marker_round_trip_and_dead_pids_ignored(tmp_path):

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dbgfwd import markers, planner
-from dbgfwd.console import Console
+from dbgfwd.app.attach import run_attach
+from dbgfwd.app.options import AttachOptions
 from dbgfwd.errors import DbgfwdError, PortError, WaitTimeout
-from dbgfwd.session import AttachOptions, run_attach
+from dbgfwd.plan.ports import MAX_PORT, port_is_free
+from dbgfwd.rank import markers
+from dbgfwd.ui.console import Console
 
 DEMO_SCRIPT = "train.py"
 
@@ -33,8 +35,8 @@ class DemoOptions:
 def _free_base(start: int, count: int) -> int:
     """The first base port at or above `start` whose `count` ports are all free (rank ports)."""
     base = start
-    while base + count <= planner.MAX_PORT:
-        if all(planner.port_is_free(base + i) for i in range(count)):
+    while base + count <= MAX_PORT:
+        if all(port_is_free(base + i) for i in range(count)):
             return base
         base += 100
     raise PortError(f"no {count} consecutive free ports above {start}", hint="stop other debug sessions")
@@ -119,7 +121,7 @@ def run_demo(opts: DemoOptions, console: Console) -> Path:
                 console.emit_json({"workspace": str(ws), "break_line": break_line(ws),
                                    "ranks": [r.as_dict() for r in engine.snapshot()]})
 
-        from dbgfwd.ui import LiveView
+        from dbgfwd.ui.live import LiveView
 
         live = LiveView(console, emit_json=False)
 

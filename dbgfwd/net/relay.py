@@ -9,13 +9,11 @@ Idle relays cost nothing (threads parked in recv); idle listeners cost nothing (
 from __future__ import annotations
 
 import logging
-import os
-import selectors
 import socket
 import threading
 from typing import Callable
 
-log = logging.getLogger("dbgfwd.relay")
+log = logging.getLogger("dbgfwd.net.relay")
 
 BUFFER_SIZE = 256 * 1024
 # After one side closed its half, how long the other direction may sit idle before both are closed.
@@ -150,107 +148,3 @@ class Relay:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
-
-
-def client_gone(sock: socket.socket) -> bool:
-    """True if the peer closed the connection (peeks without consuming the client's bytes)."""
-    try:
-        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
-    return data == b""
-
-
-def bind_listener(host: str, port: int, backlog: int = 64) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class Acceptor:
-    """One thread accepting on every listener; hands each accepted socket to `on_accept(key, sock)`."""
-
-    def __init__(self, on_accept: Callable[[object, socket.socket], None]):
-        self._on_accept = on_accept
-        self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._pending: list[tuple[str, socket.socket, object]] = []
-        self._lock = threading.Lock()
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="dbgfwd-acceptor", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def add(self, sock: socket.socket, key: object) -> None:
-        with self._lock:
-            self._pending.append(("add", sock, key))
-        os.write(self._wake_w, b"x")
-
-    def remove(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._pending.append(("remove", sock, None))
-        os.write(self._wake_w, b"x")
-
-    def _apply(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for op, sock, key in pending:
-            if op == "add":
-                self._sel.register(sock, selectors.EVENT_READ, key)
-            else:
-                try:
-                    self._sel.unregister(sock)
-                except (KeyError, ValueError):
-                    pass
-
-    def _loop(self) -> None:
-        while not self._stop:
-            for skey, _ in self._sel.select():
-                if skey.data is None:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
-                    self._apply()
-                    continue
-                try:
-                    conn, _ = skey.fileobj.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:
-                    log.debug("accept failed: %s", exc)
-                    continue
-                conn.setblocking(True)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._on_accept(skey.data, conn)
-
-    def stop(self) -> None:
-        """Stop accepting; idempotent (the wake pipe's numbers may belong to other files afterwards)."""
-        with self._lock:
-            if self._stop:
-                return
-            self._stop = True
-        os.write(self._wake_w, b"x")
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            # Still in select(): closing its fds under it could hand them to other files. Leave them;
-            # the daemon thread exits at its next wake-up and the process reclaims the rest.
-            log.warning("acceptor thread did not stop; leaving its descriptors open")
-            return
-        self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)

@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from dbgfwd import markers
-from dbgfwd.engine import Engine, EngineSettings, PlanSettings, RankState, backoff_delays, slots_for
+from dbgfwd.engine import Engine, EngineSettings, PlanSettings, RankState
+from dbgfwd.engine.serving import backoff_delays
 from dbgfwd.errors import NotFoundError, UpstreamError
-from dbgfwd.providers.base import Capability, Discovery, Provider, ProviderConfig, RankInfo, Target
+from dbgfwd.plan.layout import slots_for
+from dbgfwd.providers.base import Discovery, RankInfo, Target
+from dbgfwd.providers.scripted import ScriptedProvider
 from tests.support.net import close_listener
 
 
@@ -42,35 +44,6 @@ class EchoServer:
 
     def close(self):
         close_listener(self.sock)
-
-
-class ScriptedProvider(Provider):
-    """Targets and failures set by the test; streams are real TCP connections."""
-
-    name = "scripted"
-    title = "Scripted"
-    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY})
-
-    def __init__(self, targets, fail=None):
-        super().__init__(ProviderConfig())
-        self.targets = targets
-        self.fail = fail  # callable(attempt) -> UpstreamError | None
-        self.attempts = 0
-        self.ready_ports: set[int] = set()
-
-    def discover(self):
-        return Discovery(tuple(self.targets), where="in the test")
-
-    def probe(self, target):
-        return markers.ProbeResult(listening=frozenset(("127.0.0.1", p) for p in self.ready_ports), tcp_known=True)
-
-    def open_stream(self, target, port, timeout):
-        self.attempts += 1
-        if self.fail:
-            err = self.fail(self.attempts)
-            if err:
-                raise err
-        return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
 def _engine(provider, **kw):
@@ -178,7 +151,7 @@ def test_replaced_target_is_followed_on_the_same_local_port():
 
 
 def test_nothing_found_is_not_found_error():
-    with pytest.raises(NotFoundError, match="in the test"):
+    with pytest.raises(NotFoundError, match="in the script"):
         _engine(ScriptedProvider([])).start()
 
 
@@ -200,7 +173,7 @@ def test_backoff_is_capped_and_jittered():
 
 
 def test_relay_closes_when_upstream_never_answers_a_half_close():
-    from dbgfwd.relay import Relay
+    from dbgfwd.net.relay import Relay
 
     a, b = socket.socketpair()  # client side
     c, d = socket.socketpair()  # upstream side; d is "the rank" and never closes

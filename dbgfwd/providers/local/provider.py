@@ -12,10 +12,10 @@ import os
 import socket
 from pathlib import Path
 
-from dbgfwd import markers
 from dbgfwd.errors import UpstreamError
-from dbgfwd.providers.base import (Capability, Discovery, Provider, ProviderOption, RankInfo, Stream,
-                                   Target)
+from dbgfwd.plan.layout import marker_ranks
+from dbgfwd.providers.base import Capability, Discovery, Provider, ProviderOption, RankInfo, Stream, Target
+from dbgfwd.rank import markers
 
 PORT_SPAN = 64  # how far above the base port plain debugpy listeners are looked for
 
@@ -25,7 +25,7 @@ class LocalProvider(Provider):
     title = "Local"
     summary = "ranks on this machine (markers written by dbgfwd-rank, or plain debugpy listeners)"
     capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.SHARES_LOCAL_PORTS,
-                              Capability.REDISCOVERY, Capability.REMOTE_ROOT})
+                              Capability.REDISCOVERY})
     options = (
         ProviderOption("runtime_dir", ("--runtime-dir",), "where rank markers are (default "
                        "$DBGFWD_RUNTIME_DIR or /tmp/dbgfwd-<uid>)", type=Path),
@@ -42,7 +42,7 @@ class LocalProvider(Provider):
     def discover(self) -> Discovery:
         directory = self._dir()
         probe = markers.local_probe(directory)
-        ranks = {m.rank: RankInfo(m.rank, m.local_rank, m.port) for m in probe.markers}
+        ranks = {r.rank: r for r in marker_ranks(probe.markers)}
         cwd = next((m.cwd for m in probe.markers if m.cwd), None)
         claimed = {m.port for m in probe.markers}
         # Plain debugpy listeners are the fallback for ranks started without the launcher; when the

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dbgfwd import markers
+from dbgfwd.rank import markers
 from tests.support import cli
 from tests.support.dap import debug_round
 from tests.support.procinfo import listening_addrs

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
-from dbgfwd.console import Console
+from dbgfwd.app.attach import LaunchWriter
+from dbgfwd.app.options import AttachOptions
 from dbgfwd.engine import RankState, RankStatus
-from dbgfwd.planner import PlannedRank
-from dbgfwd.session import AttachOptions, LaunchWriter, task_workspace
+from dbgfwd.plan.layout import PlannedRank
+from dbgfwd.ui.console import Console
+from dbgfwd.vscode.tasks import task_workspace
 from tests.support.cli import strip_jsonc
 
 
@@ -49,7 +51,7 @@ def test_task_workspace_only_when_outside(tmp_path):
 def test_wait_command_prefers_this_installation(monkeypatch, tmp_path):
     import sys
 
-    from dbgfwd import session
+    from dbgfwd.vscode import tasks as session
 
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)

@@ -1,0 +1,80 @@
+"""What `attach` (and `ls`) are asked to do, checked, and turned into a provider and an engine."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from dbgfwd import providers
+from dbgfwd.engine import Engine, EngineSettings, PlanSettings
+from dbgfwd.errors import UsageError
+from dbgfwd.plan.ports import default_local_base
+from dbgfwd.providers.base import Capability, ProviderConfig
+from dbgfwd.ui.console import Console
+from dbgfwd.workspace.ports import PortMemory
+
+log = logging.getLogger("dbgfwd.session")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class AttachOptions:
+    workspace: Path
+    provider: str | None = None
+    targets: tuple[str, ...] = ()
+    provider_options: Mapping[str, Any] = field(default_factory=dict)
+    base_port: int = 5678
+    local_base_port: int | None = None
+    ranks_per_node: int | None = None
+    only: frozenset[int] | None = None
+    expected_ranks: int | None = None
+    launch_json: Path | None = None  # None: do not write launch.json
+    local_root: str = "${workspaceFolder}"
+    remote_root: str | None = None
+    just_my_code: bool = False
+    bind_host: str = "127.0.0.1"
+    client_wait: float = 60.0
+    duration: float | None = None  # stop by itself after this many seconds
+    verbose: int = 0
+
+
+def provider_config(opts: AttachOptions) -> ProviderConfig:
+    return ProviderConfig(targets=opts.targets, options=dict(opts.provider_options), base_port=opts.base_port,
+                          ranks_per_node=opts.ranks_per_node, verbose=opts.verbose)
+
+
+def make_engine(opts: AttachOptions, on_plan_change=None, on_state_change=None) -> Engine:
+    config = provider_config(opts)
+    cls = providers.choose(opts.provider, config)
+    provider = cls(config)
+    shares = Capability.SHARES_LOCAL_PORTS in cls.capabilities
+    ranks_per_node = opts.ranks_per_node
+    if (ranks_per_node is None and opts.expected_ranks is None
+            and Capability.OUT_OF_BAND_READINESS not in cls.capabilities):
+        # No markers can be read through this provider, so nothing would ever say how many ranks a
+        # node runs: plan one and say so, rather than planning nothing in silence.
+        ranks_per_node = 1
+        log.warning("the %s provider cannot read rank markers: assuming 1 rank per node "
+                    "(pass --ranks-per-node N for more)", cls.name)
+    local_base = opts.local_base_port
+    if local_base is None:
+        local_base = default_local_base(opts.base_port, shares)
+    plan = PlanSettings(base_port=opts.base_port, local_base_port=local_base,
+                        strict_local_ports=opts.local_base_port is not None, ranks_per_node=ranks_per_node,
+                        only=opts.only, expected_ranks=opts.expected_ranks)
+    settings = EngineSettings(bind_host=opts.bind_host, client_wait=opts.client_wait)
+    memory = PortMemory.of(opts.workspace)
+    return Engine(provider, plan, settings, memory, on_plan_change=on_plan_change,
+                  on_state_change=on_state_change)
+
+
+def validate(opts: AttachOptions, console: Console) -> None:
+    if opts.bind_host not in LOOPBACK:
+        console.warn(f"forwards will listen on {opts.bind_host}: anyone who reaches it can run code in your "
+                     "ranks (debugpy has no authentication)")
+    if opts.expected_ranks is not None and opts.expected_ranks < 1:
+        raise UsageError("--ranks must be at least 1")
+
+

@@ -1,0 +1,120 @@
+"""Readiness: probe targets out of band (markers, listening sockets; never the debug port), on a schedule.
+
+Targets a client is waiting on are probed often (the probe seeing the rank back is what wakes the
+client), targets with ranks not ready less often, settled targets rarely. Probes run in a pool and are
+bounded here, so one stuck provider call cannot stall the monitor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import replace
+
+from dbgfwd.engine.planning import Planning
+from dbgfwd.engine.settings import EngineSettings
+from dbgfwd.engine.table import RankTable
+from dbgfwd.errors import DbgfwdError
+from dbgfwd.providers.base import Capability, Provider, Target
+
+log = logging.getLogger("dbgfwd.engine")
+
+
+class Readiness:
+    def __init__(self, table: RankTable, provider: Provider, settings: EngineSettings, planning: Planning):
+        self.table = table
+        self.provider = provider
+        self.settings = settings
+        self.planning = planning
+        self._last_probe: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(max_workers=settings.probe_workers, thread_name_prefix="dbgfwd-probe")
+
+    def _due(self, force: bool) -> list[Target]:
+        s = self.settings
+        with self.table.lock:
+            targets = list(self.table.targets.values())
+            entries = list(self.table.ranks.values())
+        pending = {r.target.key for r in entries if r.target and not r.ready}
+        hot = {r.target.key for r in entries if r.target and r.retrying}
+        now = time.monotonic()
+        due = []
+        for t in targets:
+            if t.key in hot:
+                interval = s.hot_poll_interval
+            elif t.key in pending or not t.ranks:
+                interval = s.poll_interval
+            else:
+                interval = s.settled_poll_interval
+            if force or now - self._last_probe.get(t.key, 0.0) >= interval:
+                due.append(t)
+        return due
+
+    def probe_all(self, force: bool = False) -> None:
+        oob = self.provider.has(Capability.OUT_OF_BAND_READINESS)
+        due = self._due(force) if oob else []
+        now = time.monotonic()
+        results = {}
+        futures = {t.key: self._pool.submit(self._probe_one, t) for t in due if t.running}
+        for key, fut in futures.items():
+            try:
+                results[key] = fut.result(timeout=self.settings.probe_timeout)
+            except FuturesTimeout:
+                # A probe stuck in its provider must not stall the monitor: rediscovery and
+                # keepalives of every other target depend on this loop. Readiness is unknown.
+                log.warning("readiness probe of %s did not finish in %.0fs", key, self.settings.probe_timeout)
+                results[key] = None
+            self._last_probe[key] = now
+        changed, wake = self._fold(results, oob)
+        if wake:
+            self.table.wake_ranks(wake)  # their ranks are (back) up: the waiting clients retry now
+        # Markers may reveal ranks not planned yet (a job still starting).
+        if results and any(getattr(v, "markers", ()) for v in results.values()):
+            self.planning.apply_targets(list(self.table.targets.values()))
+        if changed:
+            self.table.state_changed()
+
+    def _fold(self, results: dict, oob: bool) -> tuple[bool, list]:
+        """Readiness of every rank from the probes' results. (anything changed, entries to wake)."""
+        changed, wake = False, []
+        with self.table.lock:
+            self.table.probe_results.update({k: v for k, v in results.items() if v is not None})
+            for r in self.table.ranks.values():
+                t = r.target
+                if t is None or not t.running:
+                    ready = False
+                elif not oob:
+                    ready = True
+                elif t.key in results:
+                    res = results[t.key]
+                    ready = bool(res and res.port_ready(r.planned.remote_port))
+                    if res is not None:
+                        # a rank that restarted on another port: follow it
+                        for m in res.markers:
+                            if m.rank == r.planned.rank and m.port != r.planned.remote_port:
+                                r.planned = replace(r.planned, remote_port=m.port)
+                                ready = res.port_ready(m.port)
+                else:
+                    continue
+                if ready and r.retrying:
+                    wake.append(r)
+                if ready != r.ready:
+                    r.ready = ready
+                    if ready:
+                        r.failed = ""
+                        r.reason = ""
+                    changed = True
+        return changed, wake
+
+    def _probe_one(self, target: Target):
+        try:
+            return self.provider.probe(target)
+        except DbgfwdError as exc:
+            log.info("probe of %s failed: %s", target.name, exc.message)
+        except Exception as exc:
+            log.debug("probe of %s failed: %s", target.name, exc, exc_info=True)
+        return None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

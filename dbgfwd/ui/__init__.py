@@ -1,0 +1,1 @@
+"""What the user sees: the one console (`console`), rank tables and attach's live view."""

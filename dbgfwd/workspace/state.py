@@ -1,0 +1,172 @@
+"""Workspace session state: what the running `dbgfwd attach` is doing, for `status`, `wait`, `gen-launch`.
+
+`<workspace>/.dbgfwd/session.json` (mode 0600) is rewritten atomically by the attach process through
+`write_session` (the one writer) and read through `read_session` (the one reader, which checks each rank
+record it hands out). A rank record is `RankStatus.as_dict()`. Secrets never go in it: targets are
+described by names, never by tokens or URLs with credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from dbgfwd import envvars
+from dbgfwd.errors import BadFileError
+from dbgfwd.fsutil import atomic_write_text
+
+STATE_DIR = ".dbgfwd"
+SESSION_FILE = "session.json"
+PORTS_FILE = "ports.json"
+SESSION_VERSION = 1
+READY_STATES = ("ready", "connected")
+
+
+def workspace_dir(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return Path(explicit).resolve()
+    env = os.environ.get(envvars.WORKSPACE)
+    return Path(env).resolve() if env else Path.cwd()
+
+
+def state_dir(workspace: Path) -> Path:
+    return workspace / STATE_DIR
+
+
+def session_path(workspace: Path) -> Path:
+    return state_dir(workspace) / SESSION_FILE
+
+
+def ports_path(workspace: Path) -> Path:
+    return state_dir(workspace) / PORTS_FILE
+
+
+def ensure_state_dir(workspace: Path) -> None:
+    """Create .dbgfwd/ (0700) with a .gitignore so its files are never committed."""
+    d = state_dir(workspace)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if d.stat().st_mode & 0o077:
+        os.chmod(d, 0o700)  # made earlier (by hand, an old version, a permissive umask): only us
+    gitignore = d / ".gitignore"
+    if not gitignore.exists():
+        atomic_write_text(gitignore, "*\n", mode=0o644)
+
+
+def _redacted(value: Any) -> Any:
+    """Provider messages and target details land here: pass every string through the log redaction."""
+    from dbgfwd.ui.console import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def write_session(workspace: Path, payload: dict[str, Any]) -> None:
+    ensure_state_dir(workspace)
+    data = {"version": SESSION_VERSION, "pid": os.getpid(), "updated": time.time(), **_redacted(payload)}
+    atomic_write_text(session_path(workspace), json.dumps(data, indent=2) + "\n", mode=0o600)
+
+
+def remove_session(workspace: Path) -> None:
+    try:
+        session_path(workspace).unlink()
+    except FileNotFoundError:
+        pass
+
+
+@dataclass(frozen=True)
+class SessionRank:
+    """One rank as the running attach recorded it."""
+
+    rank: int
+    local_port: int
+    local_rank: int
+    node: str  # where it runs, as attach names it
+    state: str
+    remote_root: str | None
+    row: Mapping[str, Any]  # the whole record, for tables and --json
+
+    @property
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+
+def _int_field(path: Path, where: str, item: dict, key: str) -> int:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadFileError(path, f"{where} has no valid {key!r} ({value!r})",
+                           hint="rerun `dbgfwd attach`, which rewrites it")
+    return value
+
+
+def _rank_record(path: Path, index: int, item: Any) -> SessionRank:
+    where = f"ranks[{index}]"
+    if not isinstance(item, dict):
+        raise BadFileError(path, f"{where} is not an object")
+    node = item.get("target_name") or item.get("node")
+    root = item.get("remote_root")
+    return SessionRank(
+        rank=_int_field(path, where, item, "rank"), local_port=_int_field(path, where, item, "local_port"),
+        local_rank=item["local_rank"] if isinstance(item.get("local_rank"), int) else 0,
+        node=node if isinstance(node, str) and node else "?", state=str(item.get("state") or ""),
+        remote_root=root if isinstance(root, str) and root else None, row=item)
+
+
+@dataclass(frozen=True)
+class Session:
+    data: dict[str, Any]
+    path: Path
+
+    @property
+    def pid(self) -> int:
+        return int(self.data.get("pid", 0))
+
+    @property
+    def alive(self) -> bool:
+        pid = self.pid
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    @property
+    def ranks(self) -> list[SessionRank]:
+        """Every rank record, checked (BadFileError names the first bad one)."""
+        ranks = self.data.get("ranks", [])
+        if not isinstance(ranks, list):
+            raise BadFileError(self.path, "has no list of ranks", hint="rerun `dbgfwd attach`, which rewrites it")
+        return [_rank_record(self.path, i, item) for i, item in enumerate(ranks)]
+
+
+def read_session(workspace: Path) -> Session | None:
+    """The session recorded in `workspace`, or None when there is none. Read defensively: the file belongs
+    to another dbgfwd process and may be from another version."""
+    path = session_path(workspace)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadFileError(path, f"cannot be read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BadFileError(path, "is not valid JSON", getattr(exc, "lineno", None), getattr(exc, "colno", None),
+                           hint="rerun `dbgfwd attach`, which rewrites it") from None
+    if not isinstance(data, dict):
+        raise BadFileError(path, "is not a dbgfwd session file (not an object)",
+                           hint="stop any running attach and delete it")
+    return Session(data, path)
