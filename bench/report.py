@@ -146,6 +146,14 @@ def print_table(results: dict, console: Console | None = None) -> None:
             ct.add_row(cmd, f"{r['median_ms']:.0f}")
         console.print(ct)
 
+    if results.get("stacks"):
+        kt = Table(title="dbgfwd stacks (local, cheap ranks; median of 3 calls)", title_justify="left")
+        for col in ("ranks", "seconds", "answered"):
+            kt.add_column(col, justify="right")
+        for row in results["stacks"]:
+            kt.add_row(str(row["ranks"]), f"{row['median_s']:.2f}", f"{row['answered']}/{row['ranks']}")
+        console.print(kt)
+
     tt = Table(title="Targets", title_justify="left")
     for col in ("target", "measured", "limit", "met"):
         tt.add_column(col)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import measure, paths, report, scale
+from bench import bench_stacks, measure, paths, report, scale
 from tests.support.echo_server import EchoServer
 from tests.support.ranks import (
     BREAK_LINE,
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": args.quick, "settings": cfg,
                      "machine": {"python": platform.python_version(), "platform": platform.platform(),
                                  "cpus": __import__("os").cpu_count()},
-                     "paths": {}, "skipped": {}, "scale": [], "cli": {}}
+                     "paths": {}, "skipped": {}, "scale": [], "cli": {}, "stacks": []}
     with tempfile.TemporaryDirectory(prefix="dbgfwd-bench-") as tmp:
         workdir = Path(tmp)
         runnable = []
@@ -275,6 +275,8 @@ def main(argv=None) -> int:
                 results["scale"].append(scale.attach_to_ready(workdir, n, real, idle_seconds=idle))
             log("CLI start time")
             results["cli"] = scale.help_time(cfg["help_runs"])
+            log("dbgfwd stacks: 4 and 64 ranks")
+            results["stacks"] = [bench_stacks.stacks_time(workdir, n) for n in (4, 64)]
     report.add_ratios(results)
     report.print_table(results)
     out = args.out or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"

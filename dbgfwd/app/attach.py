@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dbgfwd.app.options import AttachOptions, make_engine, validate
+from dbgfwd.app.options import AttachOptions, make_engine, options_record, validate
 from dbgfwd.engine import Engine, RankStatus
 from dbgfwd.ui.console import Console
 from dbgfwd.vscode.tasks import task_workspace, wait_command
@@ -104,7 +104,8 @@ def run_attach(opts: AttachOptions, console: Console,
     engine_box: list[Engine] = []
     meta = {"provider": None, "targets_spec": list(opts.targets), "started": time.time(),
             "launch_json": str(opts.launch_json) if opts.launch_json else None,
-            "workspace": str(opts.workspace), "base_port": opts.base_port}
+            "workspace": str(opts.workspace), "base_port": opts.base_port, "ranks_per_node": opts.ranks_per_node,
+            "provider_options": options_record(opts)}
     writer = SessionWriter(opts.workspace, lambda: engine_box[0] if engine_box else None, meta)
     launch = LaunchWriter(opts, console)
     stop = stop_event or threading.Event()

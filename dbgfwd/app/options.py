@@ -78,3 +78,36 @@ def validate(opts: AttachOptions, console: Console) -> None:
         raise UsageError("--ranks must be at least 1")
 
 
+
+
+def options_record(opts: AttachOptions) -> dict:
+    """The provider options as JSON values, for session.json (so `stacks` can reach the same targets)."""
+    out = {}
+    for key, value in opts.provider_options.items():
+        if value is None or value is False or value == ():
+            continue
+        out[key] = [str(v) for v in value] if isinstance(value, tuple) else \
+            value if isinstance(value, (bool, int, float)) else str(value)
+    return out
+
+
+def from_session(workspace: Path) -> AttachOptions | None:
+    """The provider, targets and options of the attach running in `workspace`, if one is."""
+    from dbgfwd.workspace import state
+
+    session = state.read_session(workspace)
+    if session is None or not session.alive or not session.data.get("provider"):
+        return None
+    data = session.data
+    cls = providers.load(str(data["provider"]))
+    declared = {o.key: o for o in cls.options}
+    options: dict[str, Any] = {}
+    for key, value in (data.get("provider_options") or {}).items():
+        opt = declared.get(key)
+        if opt is None:
+            continue
+        convert = opt.type if opt.type is not bool else bool
+        options[key] = tuple(convert(v) for v in value) if opt.multiple else convert(value)
+    return AttachOptions(workspace=workspace, provider=cls.name, targets=tuple(data.get("targets_spec") or ()),
+                         provider_options=options, base_port=int(data.get("base_port") or 5678),
+                         ranks_per_node=data.get("ranks_per_node"))

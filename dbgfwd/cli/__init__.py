@@ -62,9 +62,9 @@ def _root(
 
 
 def _register() -> None:
-    from dbgfwd.cli import attach, demo, gen_launch, ls, ranks, snippet, status, wait
+    from dbgfwd.cli import attach, demo, gen_launch, ls, ranks, snippet, stacks, status, wait
 
-    for module in (ranks, attach, ls, status, wait, gen_launch, snippet, demo):
+    for module in (ranks, attach, ls, status, wait, stacks, gen_launch, snippet, demo):
         module.register(app)
 
 

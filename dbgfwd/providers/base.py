@@ -50,6 +50,8 @@ class Capability(enum.Enum):
     SHARES_LOCAL_PORTS = "shares-local-ports"
     # discover() can be called repeatedly and cheaply to find ranks that appear or are replaced later.
     REDISCOVERY = "rediscovery"
+    # run() executes a shell command where the ranks run (as their user), e.g. for `dbgfwd stacks`.
+    EXEC = "exec"
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,12 @@ class Provider(ABC):
         `dbgfwd.rank.markers.probe_command()` there and return `parse_probe_output(stdout)`.
         """
         return None
+
+    def run(self, target: Target, command: str, timeout: float) -> str:
+        """Run a POSIX sh `command` where `target`'s ranks run; its stdout. Providers with Capability.EXEC."""
+        from dbgfwd.errors import ProviderUnavailable
+
+        raise ProviderUnavailable(f"the {self.name} provider cannot run commands in its targets")
 
     def keepalive(self) -> None:
         """Keep idle transports alive (a rank stopped at a breakpoint sends nothing for hours)."""

@@ -28,7 +28,7 @@ import types
 from typing import NoReturn
 
 from dbgfwd import envvars
-from dbgfwd.rank import collectives, debuggee, markers
+from dbgfwd.rank import collectives, debuggee, markers, stackdump
 from dbgfwd.rank import env as rankenv
 
 EXIT_USAGE = 2
@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="raise the timeout of torch process groups the program creates to this (e.g. 2h, 90m, "
                         "3600), so a rank paused at a breakpoint does not make the others' collectives fail; "
                         "'keep' leaves the program's own (default 2h, or $DBGFWD_COLLECTIVE_TIMEOUT)")
+    p.add_argument("--stack-signal", type=int, metavar="SIGNAL", default=None,
+                   help="signal on which the rank writes its threads' stacks for `dbgfwd stacks` (default "
+                        "SIGRTMIN+7, which programs and launchers leave alone; 0: no handler)")
     p.add_argument("-v", "--verbose", action="store_true",
                    default=os.environ.get(envvars.RANK_VERBOSE, "") not in ("", "0"),
                    help="say on stderr what was changed in the rank (or $DBGFWD_RANK_VERBOSE=1)")
@@ -164,11 +167,16 @@ def main(argv: list[str] | None = None) -> None:
         say = _say if env.rank == 0 else log
         collectives.Guard(timeout, say=say, log=log).install()
 
+    stack = None
+    if args.stack_signal != 0:
+        stack = stackdump.install(markers.ensure_runtime_dir(markers.runtime_dir()), args.stack_signal)
+        if stack is None:
+            log("stack dumps for `dbgfwd stacks` unavailable here (cannot register the signal handler)")
     argv0 = {"script": [what], "module": [what], "code": ["-c"]}[kind]
     marker = markers.new_marker(env.rank, env.local_rank, port, args.host, env.world_size, env.source,
-                                argv0 + rest)
+                                argv0 + rest, stack=stack)
     path = markers.write_marker(marker)
-    _install_cleanup(path)
+    _install_cleanup([path] + ([stack.path] if stack else []))
 
     if args.wait_for_client == "all" or (args.wait_for_client == "rank0" and env.rank == 0):
         _say(f"rank {env.rank} waiting for a debugger on {args.host}:{port}")
@@ -190,15 +198,17 @@ def _run(kind: str, what: str, rest: list[str]) -> None:
     else:
         sys.argv = [what] + rest
         sys.path.insert(0, os.path.dirname(os.path.abspath(what)))
-        runpy.run_path(what, run_name="__main__")
+        # As `python script.py` since 3.9: the script's __file__ (and its frames' file names) absolute.
+        runpy.run_path(os.path.abspath(what), run_name="__main__")
 
 
-def _install_cleanup(path) -> None:
+def _install_cleanup(paths) -> None:
     def remove(*_):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     atexit.register(remove)
 

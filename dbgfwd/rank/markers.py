@@ -44,6 +44,11 @@ class Marker:
     argv: tuple[str, ...] = ()
     started: float = 0.0
     version: int = MARKER_VERSION
+    # `dbgfwd stacks`: the signal that makes the rank dump its threads' stacks into stack_file
+    # (dbgfwd.rank.stackdump), and the main thread's id as the dump names it. None: no handler.
+    stack_signal: int | None = None
+    stack_file: str = ""
+    main_thread: int | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -63,9 +68,15 @@ class Marker:
                 source=str(data.get("source", "default")), cwd=str(data.get("cwd", "")),
                 argv=tuple(str(a) for a in data.get("argv", ())), started=float(data.get("started", 0.0)),
                 version=int(data.get("version", MARKER_VERSION)),
+                stack_signal=_opt_int(data.get("stack_signal")), stack_file=str(data.get("stack_file") or ""),
+                main_thread=_opt_int(data.get("main_thread")),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
+
+
+def _opt_int(value) -> int | None:
+    return None if value is None else int(value)
 
 
 def runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -97,10 +108,15 @@ def write_marker(marker: Marker, directory: Path | None = None) -> Path:
 
 
 def new_marker(rank: int, local_rank: int, port: int, host: str, world_size: int | None,
-               source: str, argv: Iterable[str]) -> Marker:
+               source: str, argv: Iterable[str], stack=None) -> Marker:
+    """This process's marker; `stack` is its dbgfwd.rank.stackdump.Handler, if one is installed."""
+    import threading
+
     return Marker(rank=rank, local_rank=local_rank, port=port, pid=os.getpid(), host=host,
                   hostname=socket.gethostname(), world_size=world_size, source=source,
-                  cwd=os.getcwd(), argv=tuple(argv), started=time.time())
+                  cwd=os.getcwd(), argv=tuple(argv), started=time.time(),
+                  stack_signal=stack.signal if stack else None, stack_file=str(stack.path) if stack else "",
+                  main_thread=threading.main_thread().ident if stack else None)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -42,6 +42,32 @@ while True:
         fh.write(str(step))
     time.sleep(0.02)
 '''
+# A hang as users meet it: at step 10 rank 3 is stuck loading data while the others wait in all_reduce
+# (with dbgfwd-rank's guard, they wait). The file `release` in the progress folder lets rank 3 go on.
+HANG_PROGRAM = '''\
+import os, time
+from datetime import timedelta
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo", timeout=timedelta(seconds=float(os.environ["DBGFWD_TEST_PG_TIMEOUT"])))
+rank = dist.get_rank()
+release = os.path.join(os.environ["DBGFWD_TEST_PROGRESS"], "release")
+def load_batch(step):
+    while rank == 3 and step == 10 and not os.path.exists(release):
+        time.sleep(0.01)
+    return torch.tensor([float(rank + 1)])
+step = 0
+while True:
+    t = load_batch(step)
+    dist.all_reduce(t)
+    step += 1
+    with open(os.path.join(os.environ["DBGFWD_TEST_PROGRESS"], f"rank{rank}"), "w") as fh:
+        fh.write(str(step))
+    time.sleep(0.02)
+'''
+HANG_LOOP_LINE = HANG_PROGRAM.splitlines().index("    while rank == 3 and step == 10 and not os.path.exists(release):") + 1
+HANG_REDUCE_LINE = HANG_PROGRAM.splitlines().index("    dist.all_reduce(t)") + 1
+
 # The line after `reduced = t.item()`: stopped there, `reduced` holds the all_reduce result.
 BREAK_LINE = TRAIN_PROGRAM.splitlines().index("    step += 1") + 1
 PG_TIMEOUT = 8  # the program's own collective timeout, seconds
@@ -113,11 +139,11 @@ class Job:
 
 
 def start_job(directory: Path, launcher: list[str], ranks: int, base_port: int, rank_args: list[str] = (),
-              env: dict | None = None) -> Job:
+              env: dict | None = None, program_text: str = TRAIN_PROGRAM) -> Job:
     """`launcher` (e.g. torchrun --nproc-per-node 4) running `python -m dbgfwd.rank ... -- train.py`."""
     directory.mkdir(parents=True, exist_ok=True)
     program = directory / "train.py"
-    program.write_text(TRAIN_PROGRAM)
+    program.write_text(program_text)
     runtime, progress = directory / "run", directory / "progress"
     progress.mkdir(exist_ok=True)
     log = directory / "job.log"

@@ -27,7 +27,7 @@ class KubernetesProvider(Provider):
     name = "kubernetes"
     title = "Kubernetes / OpenShift"
     summary = "pods of a job (pytorchjob/NAME, job/NAME, a pod name or prefix) via the API server"
-    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY})
+    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY, Capability.EXEC})
     keepalive_interval: ClassVar[float] = 20.0
     options = (
         ProviderOption("namespace", ("-n", "--namespace"), "namespace (OpenShift project) of the pods; "
@@ -177,6 +177,14 @@ class KubernetesProvider(Provider):
         stream.wait_ready(timeout)
         self._streams.add(stream)
         return stream
+
+    def run(self, target: Target, command: str, timeout: float) -> str:
+        from dbgfwd.providers.kubernetes import podexec
+
+        ref = self._pod_for(target)
+        if ref is None or not ref.running:
+            raise UpstreamError(f"{target.name} has no running pod")
+        return podexec.run(self.cluster(), ref.name, ref.container, ["sh", "-c", command], timeout).stdout
 
     def probe(self, target: Target) -> ProbeResult | None:
         from dbgfwd.providers.kubernetes import podexec

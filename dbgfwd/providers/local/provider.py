@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 from dbgfwd.errors import UpstreamError
@@ -25,7 +26,8 @@ class LocalProvider(Provider):
     title = "Local"
     summary = "ranks on this machine (markers written by dbgfwd-rank, or plain debugpy listeners)"
     capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.SHARES_LOCAL_PORTS,
-                              Capability.REDISCOVERY})
+                              Capability.REDISCOVERY,
+                              Capability.EXEC})
     options = (
         ProviderOption("runtime_dir", ("--runtime-dir",), "where rank markers are (default "
                        "$DBGFWD_RUNTIME_DIR or /tmp/dbgfwd-<uid>)", type=Path),
@@ -74,6 +76,14 @@ class LocalProvider(Provider):
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+
+    def run(self, target: Target, command: str, timeout: float) -> str:
+        try:
+            done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise UpstreamError(f"command on this machine did not finish in {timeout:g}s") from None
+        return done.stdout
 
 
 def _plain_debugpy_ports(probe: markers.ProbeResult, base_port: int, claimed: set[int]) -> list[int]:

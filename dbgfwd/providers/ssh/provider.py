@@ -30,7 +30,7 @@ class SshProvider(Provider):
     name = "ssh"
     title = "SSH hosts"
     summary = "ranks on hosts reached with SSH ([user@]host[:port], --hostfile, --nodelist)"
-    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY})
+    capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY, Capability.EXEC})
     options = (
         ProviderOption("hostfile", ("--hostfile",), "MPI hostfile: one `host slots=N` (or `host:N`) per line",
                        type=Path, metavar="FILE"),
@@ -164,6 +164,10 @@ class SshProvider(Provider):
                     self._reconnecting.discard(conn.key)
 
         threading.Thread(target=run, daemon=True, name=f"dbgfwd-ssh-reconnect-{conn.settings.alias}").start()
+
+    def run(self, target: Target, command: str, timeout: float) -> str:
+        _status, text = self.connection(target).run(command, timeout)
+        return text
 
     def probe(self, target: Target) -> ProbeResult | None:
         conn = self.connection(target)

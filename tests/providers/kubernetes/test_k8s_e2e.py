@@ -177,3 +177,21 @@ def test_auth_failures_exit_codes_and_states(k8s, tmp_path, port_block):
         assert "test-token" not in state_text and "rotated" not in state_text
     finally:
         bg.stop()
+
+
+def test_stacks_of_every_rank_in_every_pod_through_exec(k8s, tmp_path):
+    """`dbgfwd stacks pytorchjob/x`: one exec per pod signals its ranks and reads their dumps back."""
+    program = k8s_jobs.pytorchjob(k8s, "x", "ml", workers=1, ranks_per_pod=2)
+    cli.wait_for(lambda: all(len(list(p.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) == 2 for p in k8s.pods.values()),
+                 60, "every pod's two rank markers")
+    res = cli.run("stacks", "pytorchjob/x", "-n", "ml", "--kubeconfig", str(k8s.kubeconfig_path), "--json",
+                  env=ENV)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [(r["rank"], r["target"]) for r in out["ranks"]] == [(0, "x-master-0"), (1, "x-master-0"),
+                                                                 (2, "x-worker-0"), (3, "x-worker-0")]
+    for r in out["ranks"]:
+        assert r["error"] is None, r
+        (main,) = [t for t in r["threads"] if t["main"]]
+        assert (main["frames"][0]["file"], main["frames"][0]["function"]) == (str(program), "<module>")
+    assert k8s.stats.portforward == {}  # stacks come through exec; nothing is forwarded

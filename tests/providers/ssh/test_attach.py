@@ -3,6 +3,7 @@ a DAP client on every local port from launch.json, and hosts that die and come b
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -129,3 +130,25 @@ def test_link_cut_while_idle(lab, attached):
     cli.wait_for(lambda: target_running(workspace, "node2"), timeout=60, what="node2 back")
     assert dap(lab, ports[3]) == "3"
     assert dap(lab, ports[2]) == "2"
+
+
+def test_stacks_of_every_rank_on_two_hosts_through_ssh_exec(lab, tmp_path):
+    """`dbgfwd stacks` over ssh: each host's ranks signalled and read back in one exec per host."""
+    config = config_with(lab, tmp_path / "ssh_config", {"node1": (lab.hosts["h1"], {}),
+                                                          "node2": (lab.hosts["h2"], {})})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([*lab.client.prefix(), sys.executable, "-m", "dbgfwd", "stacks", "--provider", "ssh",
+                          "node1", "node2", "--ssh-config", str(config), "--json"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [(r["rank"], r["target"]) for r in out["ranks"]] == [(0, "node1"), (1, "node1"), (2, "node2"),
+                                                                 (3, "node2")]
+    for r in out["ranks"]:
+        assert r["error"] is None, r
+        (main,) = [t for t in r["threads"] if t["main"]]
+        top = main["frames"][0]  # the rank program's loop, on its host
+        assert (top["file"], top["function"]) == (str(lab.program), "<module>") and top["line"] in (4, 5, 6, 7)
+    assert sorted(rank for g in out["groups"] for rank in g["ranks"]) == [0, 1, 2, 3]
+    for name in ("h1", "h2"):
+        assert all(p.proc.poll() is None for p in lab.ranks[name])  # nobody was stopped
