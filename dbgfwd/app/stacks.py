@@ -13,10 +13,9 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dbgfwd import providers
-from dbgfwd.app.options import AttachOptions, provider_config
+from dbgfwd.app.discover import find, open_provider
+from dbgfwd.app.options import AttachOptions
 from dbgfwd.errors import DbgfwdError, NotFoundError
-from dbgfwd.plan.layout import slots_for, with_marker_ranks
 from dbgfwd.providers.base import Capability, Provider, Target
 from dbgfwd.rank.markers import Marker
 from dbgfwd.rank.stackdump import DumpRequest, Frame, ThreadStack, parse_command_output, parse_dump, stack_command
@@ -57,27 +56,23 @@ class StackGroup:
 
 
 def collect(opts: AttachOptions, console: Console, timeout: float) -> tuple[str, list[RankStack]]:
-    config = provider_config(opts)
-    cls = providers.choose(opts.provider, config)
-    provider = cls(config)
+    provider = open_provider(opts)
+    name = provider.name
     try:
-        with console.status(f"finding ranks ({cls.name})..."):
-            discovery = provider.discover()
-            probes = {t.key: provider.probe(t) if t.running else None for t in discovery.targets}
-        targets = [with_marker_ranks(t, probes.get(t.key)) for t in discovery.targets]
-        slots = slots_for(targets, opts.base_port, opts.ranks_per_node, opts.expected_ranks)
+        found = find(provider, opts, console, probe_all=True)  # every marker: pids and dump handlers
+        probes, slots = found.probes, found.slots
         if not slots:
-            raise NotFoundError(f"no ranks found: looked {discovery.where}",
+            raise NotFoundError(f"no ranks found: looked {found.where}",
                                 hint="start the ranks (dbgfwd-rank), or check the target spec")
         if not provider.has(Capability.EXEC):
-            return cls.name, [RankStack(s.rank, t.name, None, error=f"the {cls.name} provider cannot run commands "
-                                        "in its targets, so it cannot take stacks") for s, t in slots]
+            return name, [RankStack(s.rank, t.name, None, error=f"the {name} provider cannot run commands "
+                                    "in its targets, so it cannot take stacks") for s, t in slots]
         by_target: dict[str, list[tuple[int, Marker | None]]] = {}
         for slot, target in slots:
             probe = probes.get(target.key)
             marker = next((m for m in getattr(probe, "markers", ()) if m.rank == slot.rank), None)
             by_target.setdefault(target.key, []).append((slot.rank, marker))
-        keyed = {t.key: t for t in targets}
+        keyed = {t.key: t for t in found.targets}
         with console.status(f"taking stacks of {len(slots)} ranks..."):
             with ThreadPoolExecutor(max_workers=min(16, len(by_target))) as pool:
                 parts = pool.map(lambda key: _target_stacks(provider, keyed[key], by_target[key], timeout),
@@ -85,7 +80,7 @@ def collect(opts: AttachOptions, console: Console, timeout: float) -> tuple[str,
                 stacks = [s for part in parts for s in part]
     finally:
         provider.close()
-    return cls.name, sorted(stacks, key=lambda s: s.rank)
+    return name, sorted(stacks, key=lambda s: s.rank)
 
 
 def _target_stacks(provider: Provider, target: Target, ranks: list[tuple[int, Marker | None]],
