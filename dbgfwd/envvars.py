@@ -15,7 +15,7 @@ ALL = {
     WORKSPACE: "workspace folder holding .dbgfwd/ and .vscode/ (default: current directory)",
     PROVIDER: "provider used when --provider is not given",
     BASE_PORT: "remote debugpy base port (default 5678)",
-    RUNTIME_DIR: "directory for rank readiness markers (default /tmp/dbgfwd-<uid>)",
+    RUNTIME_DIR: "directory for rank readiness markers (default $XDG_RUNTIME_DIR/dbgfwd, else /tmp/dbgfwd-<uid>)",
     DEBUG: "set to 1 to print tracebacks (same as --debug)",
     COLLECTIVE_TIMEOUT: "dbgfwd-rank: torch collective timeout while debugging (default 2h; keep = program's own)",
     RANK_VERBOSE: "set to 1 to have dbgfwd-rank report each change it makes in the rank (same as its -v)",

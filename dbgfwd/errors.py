@@ -81,6 +81,12 @@ class AuthError(DbgfwdError):
     code = ExitCode.AUTH
 
 
+class UntrustedPathError(DbgfwdError):
+    """A directory or file another user controls, where dbgfwd would take orders from it (exit 5)."""
+
+    code = ExitCode.AUTH
+
+
 class UnreachableError(DbgfwdError):
     code = ExitCode.UNREACHABLE
 

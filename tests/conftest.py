@@ -1,5 +1,4 @@
 import os
-import socket
 import sys
 from pathlib import Path
 

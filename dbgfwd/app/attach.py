@@ -99,7 +99,7 @@ class SessionWriter:
 def run_attach(opts: AttachOptions, console: Console,
                on_ready: Callable[[Engine], None] | None = None,
                stop_event: threading.Event | None = None) -> Engine:
-    """Run until SIGINT/SIGTERM (or `duration`, or `stop_event`). Returns the stopped engine."""
+    """Run until SIGINT/SIGTERM/SIGHUP (or `duration`, or `stop_event`). Returns the stopped engine."""
     validate(opts, console)
     engine_box: list[Engine] = []
     meta = {"provider": None, "targets_spec": list(opts.targets), "started": time.time(),
@@ -115,7 +115,8 @@ def run_attach(opts: AttachOptions, console: Console,
     def on_signal(signum, frame):
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP (the terminal closed) stops like SIGTERM: forwards closed, session.json removed.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             previous[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not the main thread (tests call run_attach from a thread)

@@ -35,6 +35,8 @@ class AttachOptions:
     remote_root: str | None = None
     just_my_code: bool = False
     bind_host: str = "127.0.0.1"
+    allow_users: tuple[str, ...] = ()  # other local users (names or uids) whose connections are served
+    allow_groups: tuple[str, ...] = ()  # ... or every member of these groups
     client_wait: float = 60.0
     duration: float | None = None  # stop by itself after this many seconds
     verbose: int = 0
@@ -64,10 +66,47 @@ def make_engine(opts: AttachOptions, on_plan_change=None, on_state_change=None) 
     plan = PlanSettings(base_port=opts.base_port, local_base_port=local_base,
                         strict_local_ports=opts.local_base_port is not None, ranks_per_node=ranks_per_node,
                         only=opts.only, expected_ranks=opts.expected_ranks)
-    settings = EngineSettings(bind_host=opts.bind_host, client_wait=opts.client_wait)
+    settings = EngineSettings(bind_host=opts.bind_host, client_wait=opts.client_wait,
+                              allowed_uids=allowed_uids(opts.allow_users, opts.allow_groups))
     memory = PortMemory.of(opts.workspace)
     return Engine(provider, plan, settings, memory, on_plan_change=on_plan_change,
                   on_state_change=on_state_change)
+
+
+def allowed_uids(users: tuple[str, ...], groups: tuple[str, ...]) -> frozenset[int]:
+    """The uids named by --allow-user / --allow-group (names or numbers). UsageError for unknown ones."""
+    if not users and not groups:
+        return frozenset()
+    import grp
+    import pwd
+
+    out: set[int] = set()
+    for user in users:
+        if user.isdigit():
+            out.add(int(user))
+            continue
+        try:
+            out.add(pwd.getpwnam(user).pw_uid)
+        except KeyError:
+            raise UsageError(f"--allow-user {user}: no such user", hint="give a user name or a uid") from None
+    for group in groups:
+        try:
+            g = grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+        except KeyError:
+            raise UsageError(f"--allow-group {group}: no such group", hint="give a group name or a gid") from None
+        out |= {pwd.getpwnam(name).pw_uid for name in g.gr_mem if _has_user(name)}
+        out |= {p.pw_uid for p in pwd.getpwall() if p.pw_gid == g.gr_gid}
+    return frozenset(out)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def validate(opts: AttachOptions, console: Console) -> None:

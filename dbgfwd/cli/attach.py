@@ -34,6 +34,12 @@ def attach(
     remote_root: Optional[str] = typer.Option(None, "--remote-root",
                                               help="source root on the ranks (default: inferred where possible)"),
     just_my_code: bool = typer.Option(False, "--just-my-code", help="step only into your own code"),
+    allow_user: Optional[List[str]] = typer.Option(None, "--allow-user", metavar="USER",
+                                                   help="also serve connections from this local user (name or "
+                                                        "uid; repeatable). By default only your own processes "
+                                                        "can use the forwards"),
+    allow_group: Optional[List[str]] = typer.Option(None, "--allow-group", metavar="GROUP",
+                                                    help="also serve connections from members of this group"),
     bind: str = typer.Option("127.0.0.1", "--bind", help="address the forwards listen on (only change this "
                                                           "if you know who can reach it)"),
     client_wait: float = typer.Option(60.0, "--client-wait", min=0,
@@ -68,6 +74,7 @@ def attach(
         only=o.rank_set(only), expected_ranks=expected,
         launch_json=None if no_launch_json else (launch_json or ws / ".vscode" / "launch.json"),
         local_root=local_root, remote_root=remote_root, just_my_code=just_my_code, bind_host=bind,
+        allow_users=tuple(allow_user or ()), allow_groups=tuple(allow_group or ()),
         client_wait=client_wait, duration=duration, verbose=console.verbosity,
     )
     if list_only:

@@ -7,11 +7,13 @@ readiness sees the rank) up to `client_wait`, and is dropped as soon as it hangs
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
 from typing import Iterable
 
+from dbgfwd import platform
 from dbgfwd.engine.settings import EngineSettings
 from dbgfwd.engine.table import RankEntry, RankTable
 from dbgfwd.errors import UpstreamError
@@ -38,10 +40,47 @@ class Server:
         self.settings = settings
         self._stop = stop
         self._kick = kick
+        self._refused: set[str] = set()
 
     def accepted(self, rank_id: int, client) -> None:
-        threading.Thread(target=self._serve, args=(rank_id, client), name=f"dbgfwd-rank{rank_id}",
+        why = self._refuse(rank_id, client)
+        if why:
+            client.close()
+            if why not in self._refused:  # once per reason: a flood must not flood the log too
+                self._refused.add(why)
+                log.warning("rank %s: closed a connection: %s", rank_id, why)
+            return
+        threading.Thread(target=self._serve_guarded, args=(rank_id, client), name=f"dbgfwd-rank{rank_id}",
                          daemon=True).start()
+
+    def _refuse(self, rank_id: int, client) -> str | None:
+        """Why this connection must not reach the rank, or None. Counts it as a client when admitted."""
+        uid = platform.peer_uid(client)
+        if uid is not None and uid != os.getuid() and uid not in self.settings.allowed_uids:
+            return f"it came from uid {uid}, not from you (attach --allow-user admits another user)"
+        with self.table.lock:
+            rank = self.table.ranks.get(rank_id)
+            if rank is None:
+                return "no such rank"
+            total = sum(r.clients for r in self.table.ranks.values())
+            if rank.clients >= self.settings.max_clients_per_rank or total >= self.settings.max_clients:
+                return (f"too many connections ({rank.clients} to this rank, {total} in all; at most "
+                        f"{self.settings.max_clients_per_rank} and {self.settings.max_clients})")
+            rank.clients += 1
+        return None
+
+    def _serve_guarded(self, rank_id: int, client) -> None:
+        try:
+            self._serve(rank_id, client)
+        except Exception as exc:  # a provider's bug must not leave the client hanging or kill silently
+            log.warning("rank %s: serving a client failed: %s", rank_id, exc, exc_info=log.isEnabledFor(10))
+            try:
+                client.close()
+            except OSError:
+                pass
+        finally:
+            with self.table.lock:
+                self.table.ranks[rank_id].clients -= 1
 
     def _serve(self, rank_id: int, client) -> None:
         with self.table.lock:
@@ -67,8 +106,11 @@ class Server:
         try:
             while not self._stop.is_set():
                 with self.table.lock:
-                    target, port = rank.target, rank.planned.remote_port
-                if target is not None and target.running:
+                    target, port, foreign = rank.target, rank.planned.remote_port, rank.foreign_uid
+                if foreign is not None:
+                    with self.table.lock:
+                        rank.reason = f"port {port} is held by uid {foreign}, not by your rank: not connecting"
+                elif target is not None and target.running:
                     try:
                         return self.provider.open_stream(target, port, s.connect_timeout)
                     except UpstreamError as exc:

@@ -22,4 +22,9 @@ class EngineSettings:
     # up to this (256 ranks re-read every 2 s cost ~1% of a core); any change resets it.
     rediscover_max: float = 10.0
     probe_workers: int = 16
+    # Other local users are adversaries: connections from any uid but ours (and these) are closed at once.
+    allowed_uids: frozenset[int] = frozenset()
+    # A flood of connections must not take every thread and descriptor (and the user's own debugger).
+    max_clients_per_rank: int = 16
+    max_clients: int = 512
     probe_timeout: float = 30.0  # providers bound their own probes; this bounds a provider that does not

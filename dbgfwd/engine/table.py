@@ -30,6 +30,8 @@ class RankEntry:
     bytes_up: int = 0  # of finished relays
     bytes_down: int = 0
     listener: object = None
+    clients: int = 0  # accepted connections being served (waiting or relayed)
+    foreign_uid: int | None = None  # another user listens on the rank's port (the rank died): never connect
     wake_gen: int = 0  # bumped (under RankTable.wake) when a waiting client should retry now
 
     @property

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
 import socket
 import threading
+import time
 from typing import Callable
 
 log = logging.getLogger("dbgfwd.relay")
@@ -49,6 +51,7 @@ class Acceptor:
         self._pending: list[tuple[socket.socket, object]] = []
         self._lock = threading.Lock()
         self._stop = False
+        self._starved = False
         self._thread = threading.Thread(target=self._loop, name="dbgfwd-acceptor", daemon=True)
 
     def start(self) -> None:
@@ -80,8 +83,17 @@ class Acceptor:
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
-                    log.debug("accept failed: %s", exc)
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        # Out of descriptors: the pending connection stays queued and the listener readable,
+                        # so retrying at once would spin. Back off; what is open closes meanwhile.
+                        if not self._starved:
+                            self._starved = True
+                            log.warning("cannot accept connections: %s; backing off", exc.strerror or exc)
+                        time.sleep(0.1)
+                    else:
+                        log.debug("accept failed: %s", exc)
                     continue
+                self._starved = False
                 conn.setblocking(True)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._on_accept(skey.data, conn)

@@ -28,12 +28,14 @@ import types
 from typing import NoReturn
 
 from dbgfwd import envvars
+from dbgfwd.errors import UntrustedPathError
 from dbgfwd.rank import collectives, debuggee, markers, stackdump
 from dbgfwd.rank import env as rankenv
 
 EXIT_USAGE = 2
 EXIT_PORT = 4
-EXIT_MISSING = 9  # as dbgfwd's ExitCode.MISSING_DEPENDENCY
+EXIT_UNTRUSTED = 5  # as dbgfwd's ExitCode.AUTH
+EXIT_MISSING = 9  # as dbgfwd's ExitCode.UNAVAILABLE
 _REEXEC_ENV = "DBGFWD_RANK_REEXEC"  # set across our own re-exec only, removed at once
 
 
@@ -155,6 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _say(f"warning: debugpy bound to {args.host}: anyone who reaches this port can run code in this process")
 
+    try:  # before anything listens: a runtime directory another user controls is refused
+        markers.ensure_runtime_dir(markers.runtime_dir())
+    except UntrustedPathError as exc:
+        _fail(f"{exc.message}; {exc.hint}", EXIT_UNTRUSTED)
     try:
         debuggee.listen(args.host, port, sub_process=args.sub_process, log=log)
     except ImportError:

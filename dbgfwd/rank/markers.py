@@ -5,8 +5,14 @@ returned, and removes it on exit. Providers read them without ever touching the 
 the local provider reads the directory, remote providers run `probe_command()` through their exec
 channel (ssh exec, pod exec) and hand its output to `parse_probe_output()`.
 
-Marker path: `<runtime dir>/rank-<pid>.json`; the runtime dir is `$DBGFWD_RUNTIME_DIR` or
-`/tmp/dbgfwd-<uid>` (mode 0700). The pid in the file name lets a shell check liveness via /proc.
+Marker path: `<runtime dir>/rank-<pid>.json`; the runtime dir is `$DBGFWD_RUNTIME_DIR`, else
+`$XDG_RUNTIME_DIR/dbgfwd` (where the session has one), else `/tmp/dbgfwd-<uid>` (mode 0700). The pid in
+the file name lets a shell check liveness via /proc.
+
+Other local users are adversaries (login nodes, shared GPU boxes): a runtime directory that is a link,
+or not the user's own, is refused; a marker is read only if it is a regular file of the user's, of
+bounded size, opened without following links or blocking; a listener counts for a rank only if the
+user's uid owns it (the socket tables say whose each socket is).
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ import json
 import os
 import shlex
 import socket
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from dbgfwd import envvars
+from dbgfwd.errors import UntrustedPathError
 from dbgfwd.fsutil import atomic_write_text
 
 MARKER_VERSION = 1
 MARKER_GLOB = "rank-*.json"
+MARKER_MAX_BYTES = 64 * 1024
 _SECTION_MARKER = "--dbgfwd-marker--"
 _SECTION_TCP = "--dbgfwd-tcp--"
 _SECTION_END = "--dbgfwd-end--"
@@ -71,7 +80,7 @@ class Marker:
                 stack_signal=_opt_int(data.get("stack_signal")), stack_file=str(data.get("stack_file") or ""),
                 main_thread=_opt_int(data.get("main_thread")),
             )
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
 
@@ -84,15 +93,50 @@ def runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
     explicit = env.get(envvars.RUNTIME_DIR)
     if explicit:
         return Path(explicit)
+    xdg = env.get("XDG_RUNTIME_DIR")
+    if xdg and _own_private_dir(Path(xdg)):
+        return Path(xdg) / "dbgfwd"
     return Path("/tmp") / f"dbgfwd-{os.getuid()}"
 
 
-def ensure_runtime_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _own_private_dir(path: Path) -> bool:
     try:
-        os.chmod(path, 0o700)
-    except PermissionError:
-        pass
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def check_runtime_dir(path: Path) -> bool:
+    """True if `path` is the user's own directory (tightened to 0700 if it was looser); False if it does not
+    exist. UntrustedPathError for a link, a non-directory, or a directory of another user."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    hint = f"remove it, or set {envvars.RUNTIME_DIR} to a directory only you can write"
+    if stat.S_ISLNK(st.st_mode):
+        raise UntrustedPathError(f"runtime directory {path} is a symbolic link", hint=hint)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedPathError(f"runtime directory {path} is not a directory", hint=hint)
+    if st.st_uid != os.getuid():
+        raise UntrustedPathError(f"runtime directory {path} belongs to uid {st.st_uid}, not to you (uid "
+                                 f"{os.getuid()}): whoever owns it could point your debugger anywhere", hint=hint)
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)  # ours: only what is in it is suspect, and every marker is checked on reading
+    return True
+
+
+def ensure_runtime_dir(path: Path) -> Path:
+    """Create the runtime directory (0700) if needed; refuse one the user does not own (see check_runtime_dir)."""
+    path = Path(path)
+    if not check_runtime_dir(path):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass  # made in between (another rank of this job): checked below
+        check_runtime_dir(path)
     return path
 
 
@@ -123,22 +167,44 @@ def _pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def read_marker_file(path: Path) -> Marker | None:
+    """One marker, trusted only if it is a regular file of this user's, read without following a link or
+    blocking (a FIFO named like a marker), and no larger than MARKER_MAX_BYTES. None otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > MARKER_MAX_BYTES:
+            return None
+        data = os.read(fd, MARKER_MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        return Marker.from_json(data.decode("utf-8"))
+    except ValueError:  # not UTF-8
+        return None
+
+
 def read_markers(directory: Path | None = None, include_dead: bool = False) -> list[Marker]:
-    """Markers in `directory` (default: this user's runtime dir) whose process is alive."""
-    directory = directory or runtime_dir()
+    """Markers in `directory` (default: this user's runtime dir) whose process is alive.
+
+    UntrustedPathError when the directory is not the user's own (see check_runtime_dir)."""
+    directory = Path(directory or runtime_dir())
+    if not check_runtime_dir(directory):
+        return []
     out = []
     try:
         paths = sorted(directory.glob(MARKER_GLOB))
     except OSError:
         return []
     for path in paths:
-        try:
-            marker = Marker.from_json(path.read_text())
-        except OSError:
-            continue
-        if marker is None:
-            continue
-        if include_dead or _pid_alive(marker.pid):
+        marker = read_marker_file(path)
+        if marker is not None and (include_dead or _pid_alive(marker.pid)):
             out.append(marker)
     return sorted(out, key=lambda m: (m.rank, m.local_rank))
 
@@ -149,49 +215,93 @@ def read_markers(directory: Path | None = None, include_dead: bool = False) -> l
 class ProbeResult:
     """What an out-of-band probe saw on one target."""
 
-    markers: tuple[Marker, ...] = ()  # live markers only
+    markers: tuple[Marker, ...] = ()  # live markers of the probing user only
     listening: frozenset[tuple[str, int]] = field(default_factory=frozenset)  # (ip, port) in LISTEN
     tcp_known: bool = False  # False when /proc/net/tcp could not be read
+    owners: Mapping[int, frozenset[int]] = field(default_factory=dict)  # port -> uids of its listeners
+    uid: int | None = None  # the probing user (the ranks' user); None: unknown, ownership not checked
 
     def is_listening(self, port: int) -> bool:
         return any(p == port for _, p in self.listening)
 
     def port_ready(self, port: int) -> bool:
-        """Ready = something listens on the port (when we could see sockets), else a live marker says so."""
+        """Ready = the user's own process listens on the port (when we could see sockets), else a live marker
+        says so. A port someone else listens on (a squatter after the rank died) is not ready."""
         if self.tcp_known:
-            return self.is_listening(port)
+            if not self.is_listening(port):
+                return False
+            return self.uid is None or port not in self.owners or self.uid in self.owners[port]
         return any(m.port == port for m in self.markers)
+
+    def foreign_listener(self, port: int) -> int | None:
+        """The uid of another user listening on `port`, if that is all that listens there."""
+        uids = self.owners.get(port, frozenset())
+        if self.uid is None or not uids or self.uid in uids:
+            return None
+        return min(uids)
+
+
+_SECTION_UID = "--dbgfwd-uid--"
 
 
 def probe_command(environ_dir: str | None = None) -> str:
-    """A POSIX sh command printing live markers and /proc/net/tcp{,6}; parse with parse_probe_output.
+    """A POSIX sh command printing the user's live markers, its uid and /proc/net/tcp{,6}; parse with
+    parse_probe_output.
 
-    It looks in `$DBGFWD_RUNTIME_DIR` (as set on the remote side) and in every `/tmp/dbgfwd-*` dir,
-    so a probe running as another uid than the ranks still finds readable markers.
+    It reads only the connecting user's own directories (`$DBGFWD_RUNTIME_DIR` as set on the remote side,
+    `$XDG_RUNTIME_DIR/dbgfwd`, `/tmp/dbgfwd-<uid>`), and in them only regular files that user owns, named
+    with a numeric pid that is alive: another user's marker never reaches dbgfwd.
     """
-    dirs = shlex.quote(environ_dir) if environ_dir else '"${DBGFWD_RUNTIME_DIR:-/nonexistent}" /tmp/dbgfwd-*'
+    dirs = shlex.quote(environ_dir) if environ_dir else \
+        '"${DBGFWD_RUNTIME_DIR:-/nonexistent}" "${XDG_RUNTIME_DIR:-/nonexistent}/dbgfwd" "/tmp/dbgfwd-$(id -u)"'
     return (
-        f"for d in {dirs}; do for f in \"$d\"/rank-*.json; do [ -f \"$f\" ] || continue; "
-        "p=${f##*/rank-}; p=${p%.json}; [ -d /proc/$p ] || continue; "
-        f"echo '{_SECTION_MARKER}'; cat \"$f\"; echo; done; done; "
+        f"for d in {dirs}; do [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] || continue; "
+        "for f in \"$d\"/rank-*.json; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ -O \"$f\" ] || continue; "
+        "p=${f##*/rank-}; p=${p%.json}; case $p in ''|*[!0-9]*) continue;; esac; [ -d /proc/$p ] || continue; "
+        f"echo '{_SECTION_MARKER}'; head -c {MARKER_MAX_BYTES} \"$f\"; echo; done; done; "
+        f"echo '{_SECTION_UID}'; id -u; "
         f"echo '{_SECTION_TCP}'; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo '{_SECTION_END}'"
     )
 
 
-def parse_proc_net_tcp(text: str) -> frozenset[tuple[str, int]]:
-    """(ip, port) of every LISTEN socket in /proc/net/tcp or tcp6 text."""
-    out = set()
+@dataclass(frozen=True)
+class TcpSocket:
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    state: str  # hex as the kernel writes it: "0A" LISTEN, "01" ESTABLISHED
+    uid: int
+
+
+def parse_tcp_table(text: str) -> list[TcpSocket]:
+    """Every socket in /proc/net/tcp or tcp6 text (lines that do not parse are skipped)."""
+    out = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 4 or ":" not in parts[1] or parts[3] != "0A":
+        if len(parts) < 8 or ":" not in parts[1] or ":" not in parts[2]:
             continue
-        addr_hex, port_hex = parts[1].rsplit(":", 1)
         try:
-            port = int(port_hex, 16)
-            out.add((_decode_ip(addr_hex), port))
+            (lip, lport), (rip, rport) = (p.rsplit(":", 1) for p in parts[1:3])
+            out.append(TcpSocket(_decode_ip(lip), int(lport, 16), _decode_ip(rip), int(rport, 16), parts[3],
+                                 int(parts[7])))
         except ValueError:
             continue
-    return frozenset(out)
+    return out
+
+
+def parse_proc_net_tcp(text: str) -> frozenset[tuple[str, int]]:
+    """(ip, port) of every LISTEN socket in /proc/net/tcp or tcp6 text."""
+    return frozenset((s.local_ip, s.local_port) for s in parse_tcp_table(text) if s.state == "0A")
+
+
+def listener_owners(text: str) -> dict[int, frozenset[int]]:
+    """port -> uids of the LISTEN sockets on it."""
+    owners: dict[int, set[int]] = {}
+    for s in parse_tcp_table(text):
+        if s.state == "0A":
+            owners.setdefault(s.local_port, set()).add(s.uid)
+    return {port: frozenset(uids) for port, uids in owners.items()}
 
 
 def _decode_ip(addr_hex: str) -> str:
@@ -209,6 +319,7 @@ def parse_probe_output(text: str) -> ProbeResult:
     section = None
     buf: list[str] = []
     tcp_seen = False
+    uid = None
 
     def flush():
         if section == _SECTION_MARKER and buf:
@@ -218,7 +329,7 @@ def parse_probe_output(text: str) -> ProbeResult:
 
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped in (_SECTION_MARKER, _SECTION_TCP, _SECTION_END):
+        if stripped in (_SECTION_MARKER, _SECTION_TCP, _SECTION_UID, _SECTION_END):
             flush()
             buf = []
             section = stripped
@@ -227,22 +338,22 @@ def parse_probe_output(text: str) -> ProbeResult:
             continue
         if section == _SECTION_MARKER:
             buf.append(line)
+        elif section == _SECTION_UID and stripped.isdigit():
+            uid = int(stripped)
         elif section == _SECTION_TCP:
             tcp_lines.append(line)
     flush()
-    listening = parse_proc_net_tcp("\n".join(tcp_lines))
+    table = "\n".join(tcp_lines)
     tcp_known = tcp_seen and any(line.strip().startswith("sl") for line in tcp_lines)
     return ProbeResult(markers=tuple(sorted(markers, key=lambda m: (m.rank, m.local_rank))),
-                       listening=listening, tcp_known=tcp_known)
+                       listening=parse_proc_net_tcp(table), tcp_known=tcp_known, owners=listener_owners(table),
+                       uid=uid)
 
 
 def local_probe(directory: Path | None = None) -> ProbeResult:
     """The same probe, run on this machine without a shell."""
-    text = []
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            text.append(Path(path).read_text())
-        except OSError:
-            pass
-    return ProbeResult(markers=tuple(read_markers(directory)), listening=parse_proc_net_tcp("\n".join(text)),
-                       tcp_known=bool(text))
+    from dbgfwd.platform import tcp_table
+
+    table = tcp_table()
+    return ProbeResult(markers=tuple(read_markers(directory)), listening=parse_proc_net_tcp(table or ""),
+                       tcp_known=table is not None, owners=listener_owners(table or ""), uid=os.getuid())

@@ -2,7 +2,9 @@
 
 Commands print through `console`; nothing else writes to stdout. In --json mode stdout carries only
 JSON; human messages go to stderr. Log records pass a redaction filter so tokens, signatures and
-presigned URLs never reach the terminal at any verbosity.
+presigned URLs never reach the terminal at any verbosity. Text from outside (pod and host names, server
+error messages, marker fields) passes `clean` before it reaches a terminal: control characters and
+escape sequences are shown escaped, never acted on, and it is never read as rich markup.
 """
 
 from __future__ import annotations
@@ -61,12 +63,22 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+# ESC-led sequences (CSI, OSC ... BEL/ST, two-byte), then lone C0/C1 controls (newline and tab are kept).
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?"
+                      r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: Any) -> str:
+    """`text` safe for a terminal: control characters and escape sequences shown escaped (\\x1b[2J)."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), str(text))
+
+
 class RedactingFormatter(logging.Formatter):
     """Redacts the whole formatted record: the filter cannot reach tracebacks (exc_info, stack_info),
-    whose exception messages may carry URLs or tokens."""
+    whose exception messages may carry URLs or tokens. Control characters are neutralised too."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return clean(redact(super().format(record)))
 
 
 class Console:
@@ -113,15 +125,15 @@ class Console:
         (self.err if self.json else self.out).print(*objects, **kwargs)
 
     def info(self, message: str) -> None:
-        self.err.print(redact(message), markup=False, highlight=False)
+        self.err.print(clean(redact(message)), markup=False, highlight=False)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"dbgfwd: warning: {redact(message)}", style="yellow", markup=False, highlight=False)
+        self.err.print(f"dbgfwd: warning: {clean(redact(message))}", style="yellow", markup=False, highlight=False)
 
     def error(self, message: str, hint: str | None = None) -> None:
-        line = f"dbgfwd: error: {redact(message)}"
+        line = f"dbgfwd: error: {clean(redact(message))}"
         if hint:
-            line = f"{line.rstrip('.')}; {redact(hint)}"
+            line = f"{line.rstrip('.')}; {clean(redact(hint))}"
         self.err.print(line, style="bold red", markup=False, highlight=False, soft_wrap=True)
 
     def traceback(self) -> None:
@@ -129,7 +141,7 @@ class Console:
         Plain text, never rich's traceback with locals (locals can hold credentials)."""
         import traceback
 
-        self.err.print(redact(traceback.format_exc()), markup=False, highlight=False, soft_wrap=True)
+        self.err.print(clean(redact(traceback.format_exc())), markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from dbgfwd.app.discover import Listing
-from dbgfwd.ui.console import Console, redact
+from dbgfwd.ui.console import Console, clean, redact
 
 
 def show_listing(console: Console, found: Listing) -> None:
@@ -21,13 +22,14 @@ def show_listing(console: Console, found: Listing) -> None:
                       for s, _ in found.slots],
         })
         return
-    table = Table(title=f"{found.provider}: looked {redact(found.where)}", title_justify="left", show_edge=False)
+    title = Text(clean(f"{found.provider}: looked {redact(found.where)}"))
+    table = Table(title=title, title_justify="left", show_edge=False)
     for col in ("target", "index", "status", "ranks", "detail"):
         table.add_column(col)
-    for t in probed:
+    for t in probed:  # names, statuses and details come from servers: plain Text, control characters shown
         ranks = ",".join(map(str, found.ranks_of(t))) or "?"
         detail = redact(" ".join(f"{k}={v}" for k, v in t.detail.items()))
-        table.add_row(t.name, str(t.node_index), t.status, ranks, detail)
+        table.add_row(*(Text(clean(c)) for c in (t.name, t.node_index, t.status, ranks, detail)))
     console.print(table)
     if not probed:
         console.info("nothing found")

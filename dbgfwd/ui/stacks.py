@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from dbgfwd.app.stacks import RankStack, StackGroup, group
+from dbgfwd.ui.console import clean
 from dbgfwd.vscode.generate import format_ranks
 
 
@@ -24,7 +25,7 @@ def render(stacks: list[RankStack], all_threads: bool = False) -> list[Text]:
             head.append("  <- differs from the others", style="bold yellow")
         out.append(head)
         if g.error is not None:
-            out.append(Text(f"  no stack: {g.error}", style="red"))
+            out.append(Text(clean(f"  no stack: {g.error}"), style="red"))
         else:
             out.extend(_frames(g))
         first = by_rank[g.ranks[0]]
@@ -47,8 +48,8 @@ def _frames(g: StackGroup, indent: str = "  ") -> list[Text]:
     for depth, f in enumerate(g.frames):
         # file:line first, so terminals and editors can open it; the innermost frame stands out.
         line = Text(indent)
-        line.append(f"{f.file}:{f.line}", style="bold cyan" if depth == 0 else "cyan")
-        line.append(f" in {f.function}", style="bold" if depth == 0 else "")
+        line.append(clean(f"{f.file}:{f.line}"), style="bold cyan" if depth == 0 else "cyan")
+        line.append(clean(f" in {f.function}"), style="bold" if depth == 0 else "")
         lines.append(line)
     if not g.frames:
         lines.append(Text(f"{indent}(no Python frames)", style="dim"))

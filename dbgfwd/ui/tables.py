@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from rich.table import Table
+from rich.text import Text
+
+from dbgfwd.ui.console import clean
 
 STATE_STYLES = {
     "planned": "dim", "waiting": "yellow", "ready": "green", "connected": "bold green",
@@ -22,7 +25,7 @@ def _size(n: int) -> str:
 
 def rank_table(rows: Iterable[Mapping], title: str | None = None, show_traffic: bool = True) -> Table:
     """`rows` are RankStatus.as_dict() / session.json rank entries."""
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=Text(clean(title)) if title else None, title_justify="left", show_edge=False, pad_edge=False)
     for col, justify in (("rank", "right"), ("target", "left"), ("local rank", "right"),
                          ("remote", "right"), ("local", "right"), ("state", "left")):
         table.add_column(col, justify=justify)
@@ -32,12 +35,13 @@ def rank_table(rows: Iterable[Mapping], title: str | None = None, show_traffic: 
     table.add_column("detail", overflow="fold")
     for r in rows:
         state = str(r.get("state", ""))
+        # Every cell is plain Text: names and reasons come from servers and files, never markup.
         cells = [str(r["rank"]), str(r.get("target_name") or r.get("node", "")), str(r.get("local_rank", "")),
-                 str(r.get("remote_port", "")), f"127.0.0.1:{r['local_port']}",
-                 f"[{STATE_STYLES.get(state, '')}]{state}[/]" if state else ""]
+                 str(r.get("remote_port", "")), f"127.0.0.1:{r['local_port']}"]
+        row = [Text(clean(c)) for c in cells] + [Text(clean(state), style=STATE_STYLES.get(state, ""))]
         if show_traffic:
-            cells += [str(r.get("clients", 0)),
-                      f"{_size(r.get('bytes_up', 0))} / {_size(r.get('bytes_down', 0))}"]
-        cells.append(str(r.get("reason") or ""))
-        table.add_row(*cells)
+            row += [Text(str(r.get("clients", 0))),
+                    Text(f"{_size(r.get('bytes_up', 0))} / {_size(r.get('bytes_down', 0))}")]
+        row.append(Text(clean(r.get("reason") or "")))
+        table.add_row(*row)
     return table

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dbgfwd import templates
-from dbgfwd.errors import BadFileError
+from dbgfwd.errors import BadFileError, UntrustedPathError
 from dbgfwd.fsutil import atomic_write_bytes
 from dbgfwd.vscode.edit import ListUpdate, merge_lists, render_document
 from dbgfwd.vscode.generate import Generated, generate, owns_launch_entry, owns_task
@@ -57,21 +57,26 @@ def _merge(path: Path, text: str | None, raw: bytes | None, updates: list[ListUp
 
 
 def resolve(path: Path) -> Path:
-    """Write through a symlinked launch.json to its target instead of replacing the link."""
-    return Path(os.path.realpath(path))
+    """Write through a symlinked launch.json to its target instead of replacing the link; but never create
+    folders for a link's target (a link can point anywhere): its folder must exist."""
+    resolved = Path(os.path.realpath(path))
+    if os.path.islink(path) and not resolved.parent.is_dir():
+        raise UntrustedPathError(f"{path} is a link to {resolved}, whose folder does not exist; nothing was written",
+                                 hint="fix or remove the link")
+    return resolved
 
 
 def plan_changes(launch_path: Path, entries: Sequence[AttachEntry], options: LaunchOptions,
                  tasks_path: Path | None = None, generated: Generated | None = None) -> list[FileChange]:
     """The launch.json change and (when wait tasks are involved) the tasks.json change."""
     gen = generated or generate(entries, options)
-    launch_path = resolve(launch_path)
+    given, launch_path = Path(os.path.abspath(launch_path)), resolve(launch_path)
     text, raw = _read(launch_path)
     changes = [_merge(launch_path, text, raw, [
         ListUpdate("configurations", gen.configurations, owns_launch_entry),
         ListUpdate("compounds", gen.compounds, owns_launch_entry),
     ], "launch.json")]
-    tasks_path = resolve(tasks_path or launch_path.parent / "tasks.json")
+    tasks_path = resolve(tasks_path or given.parent / "tasks.json")  # beside launch.json as named, not its target
     ttext, traw = _read(tasks_path)
     if gen.tasks or ttext is not None:  # also to remove tasks a previous run wrote
         changes.append(_merge(tasks_path, ttext, traw, [ListUpdate("tasks", gen.tasks, owns_task)],

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from dbgfwd import envvars
-from dbgfwd.errors import BadFileError
+from dbgfwd import envvars, platform
+from dbgfwd.errors import BadFileError, UntrustedPathError
 from dbgfwd.fsutil import atomic_write_text
 
 STATE_DIR = ".dbgfwd"
@@ -48,9 +49,20 @@ def ports_path(workspace: Path) -> Path:
 def ensure_state_dir(workspace: Path) -> None:
     """Create .dbgfwd/ (0700) with a .gitignore so its files are never committed."""
     d = state_dir(workspace)
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if d.stat().st_mode & 0o077:
-        os.chmod(d, 0o700)  # made earlier (by hand, an old version, a permissive umask): only us
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass  # checked below, without following it
+    st = os.lstat(d)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        # A link would have dbgfwd write (and chmod) wherever it points: a hostile workspace's trap.
+        raise UntrustedPathError(f"{d} is not a folder but a link or a file; nothing was written",
+                                 hint="remove it; dbgfwd creates its own")
+    if st.st_uid != os.getuid():
+        raise UntrustedPathError(f"{d} belongs to uid {st.st_uid}, not to you; nothing was written",
+                                 hint="remove it; dbgfwd creates its own")
+    if st.st_mode & 0o077:
+        os.chmod(d, 0o700)  # ours, made earlier (by hand, an old version, a permissive umask): only us
     gitignore = d / ".gitignore"
     if not gitignore.exists():
         atomic_write_text(gitignore, "*\n", mode=0o644)
@@ -71,7 +83,8 @@ def _redacted(value: Any) -> Any:
 
 def write_session(workspace: Path, payload: dict[str, Any]) -> None:
     ensure_state_dir(workspace)
-    data = {"version": SESSION_VERSION, "pid": os.getpid(), "updated": time.time(), **_redacted(payload)}
+    data = {"version": SESSION_VERSION, "pid": os.getpid(), "pid_start": platform.process_start(os.getpid()),
+            "uid": os.getuid(), "updated": time.time(), **_redacted(payload)}
     atomic_write_text(session_path(workspace), json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
@@ -131,16 +144,21 @@ class Session:
 
     @property
     def alive(self) -> bool:
+        """The attach that wrote this file still runs: its pid is alive, is ours, and (where the system
+        says when processes start) is the same process, not a later one that got the pid again."""
         pid = self.pid
         if pid <= 0:
             return False
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
+            return False  # gone, or another user's process that reuses the pid: our attach runs as us
+        if self.data.get("uid") not in (None, os.getuid()):
             return False
-        except PermissionError:
-            return True
-        return True
+        started = platform.process_start(pid)
+        if started is None:
+            return True  # not Linux: the pid is all there is to go on
+        return self.data.get("pid_start") == started
 
     @property
     def ranks(self) -> list[SessionRank]:

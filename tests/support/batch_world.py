@@ -7,7 +7,6 @@ botocore reads AWS_ENDPOINT_URL_<SERVICE> natively, so dbgfwd needs no test-only
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from contextlib import ExitStack, contextmanager

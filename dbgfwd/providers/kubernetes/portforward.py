@@ -9,6 +9,7 @@ thread, so no socketpair and no pump threads sit in between (see bench/bench_k8s
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import select
 import socket
@@ -111,7 +112,12 @@ class PortForwardStream:
         if self._b64:
             if not payload:
                 return
-            channel, payload = payload[0] - 0x30, base64.b64decode(payload[1:])
+            try:
+                channel, payload = payload[0] - 0x30, base64.b64decode(payload[1:], validate=True)
+            except (ValueError, binascii.Error):
+                self.error = "protocol error: a frame that is not base64 on the base64 subprotocol"
+                self._eof = True
+                return
         else:
             if not payload:
                 return

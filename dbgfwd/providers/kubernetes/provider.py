@@ -174,7 +174,11 @@ class KubernetesProvider(Provider):
         ws = open_ws(self.cluster(), ref.name, "portforward", [("ports", str(port))], timeout,
                      "port-forward to", PORTFORWARD_RBAC)
         stream = PortForwardStream(ws, port, ref.name)
-        stream.wait_ready(timeout)
+        try:
+            stream.wait_ready(timeout)
+        except BaseException:
+            stream.close()  # a protocol error or a timeout must not leak the websocket
+            raise
         self._streams.add(stream)
         return stream
 

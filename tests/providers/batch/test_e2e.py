@@ -2,7 +2,6 @@
 ranks reached through the native SSM client and the test agent, a DAP client on all 6 ports."""
 
 import socket
-import time
 
 import pytest
 

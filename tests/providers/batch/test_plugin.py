@@ -1,6 +1,5 @@
 """`--ssm-backend plugin`: the process contract with session-manager-plugin (a stand-in binary)."""
 
-import socket
 import sys
 from pathlib import Path
 

@@ -1,8 +1,6 @@
 """KubernetesProvider against the test apiserver, without the engine: discover, probe, streams."""
 
 import os
-import socket
-import time
 
 import pytest
 
@@ -191,3 +189,43 @@ def test_pending_pod_is_picked_up_when_it_starts(k8s):
     (after,) = p.discover().targets
     assert after.running and after.key == before.key
     p.close()
+
+
+def test_a_frame_that_is_not_base64_closes_the_stream_cleanly():
+    """A hostile or broken server on the base64 subprotocol: one clear retryable error, websocket closed,
+    nothing raised but that (it used to escape as binascii.Error and leak the socket)."""
+    import base64
+    import socket as socketlib
+    import struct
+    import threading
+
+    from dbgfwd.errors import UpstreamError
+    from dbgfwd.providers.kubernetes.portforward import PortForwardStream
+    from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
+
+    ours, server = socketlib.socketpair()
+
+    class FakeWs:
+        subprotocol = V4_BASE64
+        sock = ours
+        lock = threading.Lock()
+
+        def pong(self, data):
+            pass
+
+        def shutdown(self):  # websocket-client's: closes its socket
+            ours.close()
+
+    def text_frame(payload: bytes) -> bytes:  # server frames are not masked
+        return bytes([0x81, len(payload)]) + payload
+
+    prefix = base64.b64encode(struct.pack("<H", 5678))
+    server.sendall(text_frame(b"0" + prefix) + text_frame(b"1" + prefix) + text_frame(b"0!!not base64!!"))
+    stream = PortForwardStream(FakeWs(), 5678, "pod-0")
+    with pytest.raises(UpstreamError) as info:
+        stream.wait_ready(5)
+    assert "not base64" in info.value.message and info.value.retryable
+    server.settimeout(5)
+    assert server.recv(1) == b"\x88"  # a close frame went out...
+    assert ours.fileno() == -1  # ...and the websocket is shut
+    server.close()

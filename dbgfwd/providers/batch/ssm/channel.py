@@ -152,6 +152,10 @@ class DataChannel:
             except DbgfwdError as exc:
                 self._mark_closed(exc.message)
                 break
+            except Exception as exc:  # whatever the agent sent, a reader that dies must close the channel
+                log.debug("%s: protocol error", self._label, exc_info=True)
+                self._mark_closed(f"protocol error from the SSM agent ({type(exc).__name__})")
+                break
             if acks and (len(acks) >= 64 or not ws.has_buffered_frame()):
                 self._write(acks)
                 acks = []

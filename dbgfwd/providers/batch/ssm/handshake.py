@@ -25,18 +25,23 @@ class Handshake:
 
 def respond(msg: m.AgentMessage) -> tuple[dict, Handshake, list[str]]:
     """(response body, what was agreed, what the native client cannot do) for a HandshakeRequest."""
+    bad = UpstreamError("SSM agent sent an unreadable handshake request", retryable=False)
     try:
         req = msg.json()
         actions = req.get("RequestedClientActions") or []
     except (ValueError, AttributeError):
-        raise UpstreamError("SSM agent sent an unreadable handshake request", retryable=False) from None
+        raise bad from None
+    if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+        raise bad
     processed, errors = [], []
     session_type, props = "", {}
     for action in actions:
         kind = action.get("ActionType")
         if kind == "SessionType":
             params = action.get("ActionParameters") or {}
-            session_type = params.get("SessionType", "")
+            if not isinstance(params, dict) or not isinstance(params.get("Properties") or {}, dict):
+                raise bad
+            session_type = str(params.get("SessionType", ""))
             props = params.get("Properties") or {}
             processed.append({"ActionType": kind, "ActionStatus": 1})
         else:  # KMSEncryption and anything newer: not supported natively

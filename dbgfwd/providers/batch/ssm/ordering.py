@@ -11,6 +11,7 @@ from dbgfwd.providers.batch.ssm import message as m
 from dbgfwd.providers.batch.ssm.wsock import OP_BINARY, encode_frame
 
 REORDER_CAPACITY = 10000
+REORDER_MAX_BYTES = 16 * 1024 * 1024  # out-of-order payloads held at most; more are not acked (resent later)
 RTO_MIN, RTO_MAX = 0.2, 1.0
 CHUNK = 1024  # payload bytes per message, as the plugin sends
 WINDOW = 512  # messages in flight; more only adds queueing delay and spurious resends
@@ -20,10 +21,12 @@ RETRANSMIT_BATCH = 512
 class Inbound:
     """Numbers what the agent sends from 0; messages ahead of the next one wait in a bounded buffer."""
 
-    def __init__(self, capacity: int = REORDER_CAPACITY):
+    def __init__(self, capacity: int = REORDER_CAPACITY, max_bytes: int = REORDER_MAX_BYTES):
         self.next_seq = 0
         self._ahead: dict[int, m.AgentMessage] = {}
         self._capacity = capacity
+        self._max_bytes = max_bytes
+        self.held_bytes = 0
 
     def accept(self, msg: m.AgentMessage) -> tuple[bool, list[m.AgentMessage]]:
         """(acknowledge it?, messages now deliverable in order). Duplicates are acked, never delivered twice;
@@ -34,12 +37,18 @@ class Inbound:
         if ahead < 0:
             return True, []
         if ahead > 0:
-            self._ahead[msg.sequence] = msg
+            if msg.sequence not in self._ahead:
+                if self.held_bytes + len(msg.payload) > self._max_bytes:
+                    return False, []  # bounded in bytes too: not acked, so the agent sends it again later
+                self.held_bytes += len(msg.payload)
+                self._ahead[msg.sequence] = msg
             return True, []
         ready = [msg]
         self.next_seq += 1
         while self.next_seq in self._ahead:
-            ready.append(self._ahead.pop(self.next_seq))
+            held = self._ahead.pop(self.next_seq)
+            self.held_bytes -= len(held.payload)
+            ready.append(held)
             self.next_seq += 1
         return True, ready
 

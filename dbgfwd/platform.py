@@ -1,0 +1,75 @@
+"""Every Linux-only mechanism dbgfwd uses, in one place.
+
+On Linux the kernel's socket tables (/proc/net/tcp{,6}) say which user owns each socket and /proc which
+process started when. Elsewhere (macOS, Windows laptops running attach/status/gen-launch) these answer
+None and what depends on them is degraded, as docs/security.md says: forwards cannot tell which local
+user connected (they rely on binding 127.0.0.1 only), and a session's liveness is judged by its pid alone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+LINUX = sys.platform.startswith("linux")
+_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+
+
+def tcp_table() -> str | None:
+    """The kernel's TCP socket tables as text, or None where there are none."""
+    parts = []
+    for path in _TABLES:
+        try:
+            parts.append(Path(path).read_text())
+        except OSError:
+            pass
+    return "\n".join(parts) if parts else None
+
+
+def _normal(ip: str) -> str:
+    return ip[7:] if ip.startswith("::ffff:") else ip  # v4-mapped addresses as the v4 table names them
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the local process at the other end of an accepted loopback connection, or None when
+    that cannot be told (not Linux, or the peer is not on this machine)."""
+    from dbgfwd.rank.markers import parse_tcp_table
+
+    table = tcp_table()
+    if table is None:
+        return None
+    try:
+        peer, mine = sock.getpeername()[:2], sock.getsockname()[:2]
+    except OSError:
+        return None
+    for s in parse_tcp_table(table):
+        if (s.local_port == peer[1] and s.remote_port == mine[1] and _normal(s.local_ip) == _normal(peer[0])
+                and _normal(s.remote_ip) == _normal(mine[0])):
+            return s.uid
+    return None
+
+
+def listener_uids(port: int) -> frozenset[int] | None:
+    """Uids of the processes listening on TCP `port` on this machine, or None where that cannot be told."""
+    from dbgfwd.rank.markers import listener_owners
+
+    table = tcp_table()
+    return None if table is None else listener_owners(table).get(port, frozenset())
+
+
+def process_start(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), to tell a process from a later one with a reused pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
