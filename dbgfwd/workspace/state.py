@@ -49,6 +49,7 @@ def ports_path(workspace: Path) -> Path:
 def ensure_state_dir(workspace: Path) -> None:
     """Create .dbgfwd/ (0700) with a .gitignore so its files are never committed."""
     d = state_dir(workspace)
+    d.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.mkdir(d, 0o700)
     except FileExistsError:

@@ -14,6 +14,7 @@ Fault knobs: `drop`, `duplicate`, `reorder` (probabilities, both directions), `c
 from __future__ import annotations
 
 import json
+import queue
 import random
 import socket
 import struct
@@ -52,14 +53,18 @@ class AgentSession:
         self.client_version = ""
         self.streams: dict[int, socket.socket] = {}
         self.client_fin: set[int] = set()
+        self.agent_fin: set[int] = set()
         self.last_sid = 1
         self.smux_buf = bytearray()
         self.nops = 0
         self.last_input = agent.clock()
         self.closed = False
+        self.end_reason = ""
         self.idle_closed = False
         self.held: list[bytes] = []
         self.received_bytes = 0
+        self.outq: queue.Queue = queue.Queue()
+        threading.Thread(target=self._writer, daemon=True, name=f"agent-writer-{sid}").start()
 
     # ---- agent -> client ----
     def send(self, ptype: int, payload: bytes, block: bool = True) -> None:
@@ -91,19 +96,29 @@ class AgentSession:
         if self.held and out:
             out += self.held
             self.held = []
-        if out and self.sock is not None:
-            try:
-                self.sock.send_raw(b"".join(out))
-            except ws.Closed:
-                pass
+        if out:
+            # Written by the session's own writer thread, never under the lock: a writer blocked on a peer
+            # that does not read must not stop this side from reading that peer's acks (a deadlock).
+            self.outq.put(b"".join(out))
+
+    def _writer(self) -> None:
+        while True:
+            data = self.outq.get()
+            if data is None:
+                return
+            if callable(data):
+                data()
+                continue
+            sock = self.sock
+            if sock is not None:
+                try:
+                    sock.send_raw(data)
+                except ws.Closed:
+                    pass
 
     def send_control(self, mtype: str, payload: bytes) -> None:
         data, _ = _pack(mtype, 0, 0, payload, flags=3)
-        if self.sock is not None:
-            try:
-                self.sock.send(ws.BINARY, data)
-            except ws.Closed:
-                pass
+        self.outq.put(ws.server_frame(ws.BINARY, data))  # in order, after what is queued
 
     def violation(self, text: str) -> None:
         self.agent.violations.append(f"{self.id}: {text}")
@@ -167,8 +182,10 @@ class AgentSession:
             try:
                 body = json.loads(msg.payload)
                 actions = body["ProcessedClientActions"]
-                ok = (isinstance(body["ClientVersion"], str) and "Errors" in body
-                      and {"ActionType": "SessionType", "ActionStatus": 1} in actions)
+                # The real plugin adds "ActionResult" and "Error" to each action: extra keys are fine.
+                ok = (isinstance(body["ClientVersion"], str) and "Errors" in body and isinstance(actions, list)
+                      and any(isinstance(a, dict) and a.get("ActionType") == "SessionType"
+                              and a.get("ActionStatus") == 1 for a in actions))
             except (ValueError, KeyError, TypeError):
                 ok = False
             if not ok:
@@ -217,16 +234,18 @@ class AgentSession:
                         sock.sendall(payload)
                     except OSError:
                         pass
-            elif cmd == 1:  # FIN
+            elif cmd == 1:  # FIN: the real agent answers with its own and closes the target connection fully
                 if sid > self.last_sid or sid % 2 == 0 or sid in self.client_fin:
                     return self.violation(f"smux FIN on stream {sid} that is not open")
                 self.client_fin.add(sid)
-                sock = self.streams.get(sid)
+                sock = self.streams.pop(sid, None)
                 if sock is not None:
+                    self._fin(sid)
                     try:
-                        sock.shutdown(socket.SHUT_WR)
+                        sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
+                    sock.close()
             else:
                 self.nops += 1
 
@@ -249,13 +268,28 @@ class AgentSession:
                 data = sock.recv(16384)
                 if not data:
                     break
-                self.send(1, struct.pack("<BBHI", 1, 2, len(data), sid) + data)
-            self.send(1, struct.pack("<BBHI", 1, 1, 0, sid))
+                for off in range(0, len(data), CHUNK):  # split and paced as the real agent does
+                    part = data[off:off + CHUNK]
+                    self.send(1, struct.pack("<BBHI", 1, 2, len(part), sid) + part)
+                    if self.agent.pace:
+                        time.sleep(self.agent.pace)
+            self._fin(sid)
         except (OSError, ws.Closed):
             pass
         finally:
             self.streams.pop(sid, None)
             sock.close()
+
+    def _fin(self, sid: int) -> None:
+        """The agent's FIN for a stream, once."""
+        with self.lock:
+            if sid in self.agent_fin:
+                return
+            self.agent_fin.add(sid)
+        try:
+            self.send(1, struct.pack("<BBHI", 1, 1, 0, sid), block=False)
+        except ws.Closed:
+            pass
 
     def retransmit(self) -> None:
         now = time.monotonic()
@@ -276,12 +310,16 @@ class TestSsmAgent:
 
     def __init__(self, *, drop: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0, seed: int = 1,
                  idle_timeout: float | None = None, clock=time.monotonic,
-                 localhost_of: dict[str, str] | None = None, agent_version: str = "3.3.987.0"):
+                 localhost_of: dict[str, str] | None = None, agent_version: str = "3.3.987.0",
+                 pace: float = 0.001, properties_with_local_port: bool = True):
         self.drop, self.duplicate, self.reorder = drop, duplicate, reorder
         self.rng = random.Random(seed)
         self.idle_timeout, self.clock = idle_timeout, clock
         self.localhost_of = dict(localhost_of or {})
         self.agent_version = agent_version
+        # The real agent sends 1 KiB messages about 1 ms apart; 0 lifts the pacing for bulk fault tests.
+        self.pace = pace
+        self.properties_with_local_port = properties_with_local_port
         self.sessions: dict[str, AgentSession] = {}
         self.violations: list[str] = []
         self.dial_failures = 0
@@ -317,14 +355,17 @@ class TestSsmAgent:
         sess = self.sessions.get(sid)
         if sess is None or sess.closed:
             return
+        sess.end_reason = why
         body = {"MessageType": "channel_closed", "SessionId": sid, "Output": why, "SchemaVersion": 1,
                 "MessageId": str(uuid.uuid4()), "CreatedDate": "2026-01-01T00:00:00.000Z", "DestinationId": ""}
         sess.send_control("channel_closed", json.dumps(body).encode())
         with sess.lock:
             sess.closed = True
             sess.lock.notify_all()
-        if sess.sock is not None:
-            sess.sock.close()
+        sock = sess.sock
+        if sock is not None:
+            sess.outq.put(sock.close)  # once what was queued before (channel_closed last) is written
+            sess.outq.put(None)
         for s in list(sess.streams.values()):
             s.close()
 
@@ -385,7 +426,12 @@ class TestSsmAgent:
             old.close(abrupt=True)
         if sess.handshake == "none":
             sess.handshake = "sent"
+            # As a Port document's SessionType properties after parameter substitution: the real plugin
+            # takes its local port from localPortNumber here (and picks one at random when it is absent).
             props = {"portNumber": sess.params["portNumber"][0], "type": "LocalPortForwarding"}
+            for key in ("localPortNumber", "host"):
+                if sess.params.get(key) and self.properties_with_local_port:
+                    props[key] = sess.params[key][0]
             req = {"AgentVersion": self.agent_version, "RequestedClientActions": [
                 {"ActionType": "SessionType", "ActionParameters": {"SessionType": "Port", "Properties": props}}]}
             sess.send(5, json.dumps(req).encode(), block=False)

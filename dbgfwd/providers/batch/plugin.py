@@ -1,9 +1,14 @@
 """`--ssm-backend plugin`: one session-manager-plugin process per SSM port session.
 
 dbgfwd calls StartSession itself (so errors read the same as the native backend), then hands the
-session to the plugin the way the AWS CLI does, with localPortNumber set to a free loopback port;
-the engine's streams are plain TCP connections to that port, made only on behalf of a client.
-The plugin's argv carries the session token (as with the AWS CLI); it is never logged.
+session to the plugin the way the AWS CLI does: the StartSession response in an environment variable
+whose name is the plugin's first argument (the plugin unsets it), so the session token never appears
+in `ps`. localPortNumber asks for a free loopback port, but the plugin takes its port from the session
+document's properties and picks one at random when they lack it: dbgfwd uses the port the plugin
+reports ("Port N opened"). The engine's streams are plain TCP connections to that port, made only on
+behalf of a client, with no timeout once connected (a rank at a breakpoint sends nothing for hours).
+The plugin is stopped with SIGINT, which makes it send the terminate-session flag and remove its mux
+socket (SIGTERM skips both), then SIGTERM and SIGKILL if it does not go.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+import uuid
 
 from dbgfwd.errors import DbgfwdError, ProviderUnavailable, UpstreamError
 from dbgfwd.providers.batch.aws import call
@@ -24,6 +31,9 @@ from dbgfwd.providers.batch.ssm.session import port_request
 
 log = logging.getLogger("dbgfwd.batch.plugin")
 READY_TEXT = "Waiting for connections"
+PORT_LINE = re.compile(r"\bPort (\d+) opened\b")
+RESPONSE_ENV_PREFIX = "AWS_SSM_START_SESSION_RESPONSE"  # the plugin reads (and unsets) a variable so named
+STOP_GRACE = 3.0  # seconds the plugin gets after SIGINT to terminate the session and clean up
 PLUGIN_ENV = "DBGFWD_SSM_PLUGIN"  # path of session-manager-plugin (default: found on PATH)
 
 
@@ -49,6 +59,7 @@ class PluginSession:
         self.proc: subprocess.Popen | None = None
         self._output: list[str] = []
         self._ready = threading.Event()
+        self._reported_port: int | None = None
 
     @property
     def alive(self) -> bool:
@@ -63,11 +74,13 @@ class PluginSession:
         resp = call(self.clients.ctx, "ssm:StartSession", ssm.start_session, self.route.ssm_target, **request)
         self.session_id = resp["SessionId"]
         session_json = json.dumps({k: resp[k] for k in ("SessionId", "TokenValue", "StreamUrl")})
-        argv = [plugin, session_json, self.clients.ctx.region, "StartSession", self.clients.ctx.profile or "",
+        env_name = f"{RESPONSE_ENV_PREFIX}_{uuid.uuid4().hex}"
+        argv = [plugin, env_name, self.clients.ctx.region, "StartSession", self.clients.ctx.profile or "",
                 json.dumps(request), ssm.meta.endpoint_url]
         log.debug("%s: starting session-manager-plugin for session %s", self.label, self.session_id)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True, text=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, text=True,
+                                     env={**os.environ, env_name: session_json})
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
@@ -76,6 +89,11 @@ class PluginSession:
                 self.close()
                 raise UpstreamError(f"{self.label}: session-manager-plugin did not start the port forward"
                                     f"{': ' + tail if tail else ''}")
+        if self._reported_port is None:
+            self.close()
+            raise UpstreamError(f"{self.label}: session-manager-plugin did not say which port it opened",
+                                hint="use --ssm-backend native", retryable=False)
+        self.local_port = self._reported_port
         return self
 
     def _read(self) -> None:
@@ -83,6 +101,9 @@ class PluginSession:
         for line in self.proc.stdout:
             self._output.append(line.strip())
             del self._output[:-20]
+            port = PORT_LINE.search(line)
+            if port and self._reported_port is None:
+                self._reported_port = int(port.group(1))
             if READY_TEXT in line:
                 self._ready.set()
 
@@ -90,23 +111,27 @@ class PluginSession:
         if not self.alive:
             raise UpstreamError(f"{self.label}: session-manager-plugin exited")
         try:
-            return socket.create_connection(("127.0.0.1", self.local_port), timeout=10)
+            sock = socket.create_connection(("127.0.0.1", self.local_port), timeout=10)
         except OSError as exc:
             raise UpstreamError(f"{self.label}: cannot reach session-manager-plugin: {exc}") from None
+        sock.settimeout(None)  # the timeout bounded connecting; a debugger may be silent for hours
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def keepalive(self) -> None:
         """The plugin keeps its own websocket pinged; nothing to add from here."""
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            for sig, grace in ((signal.SIGINT, STOP_GRACE), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
                 try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    os.killpg(self.proc.pid, sig)
+                    self.proc.wait(grace)
+                    break
                 except ProcessLookupError:
-                    pass
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         if self.session_id:
             try:
                 call(self.clients.ctx, "ssm:TerminateSession", self.clients("ssm").terminate_session,

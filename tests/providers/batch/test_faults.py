@@ -47,6 +47,7 @@ def single_target(world, **options):
 @pytest.mark.timeout(150)
 def test_50mb_with_loss_duplication_and_reordering_arrives_intact(world):
     world.agent.drop, world.agent.duplicate, world.agent.reorder = 0.05, 0.02, 0.05
+    world.agent.pace = 0  # 50 MB at the real agent's 1 KiB per ms would take a minute; the faults are the point
     srv = echo_server()
     p, target = single_target(world)
     try:

@@ -1,6 +1,12 @@
-"""`--ssm-backend plugin`: the process contract with session-manager-plugin (a stand-in binary)."""
+"""`--ssm-backend plugin` with the real session-manager-plugin (built from AWS's source, in ../shared/tools),
+against the project's SSM test agent: the process contract, the token, the port, long silences, resume, loss,
+and a clean stop."""
 
-import sys
+from __future__ import annotations
+
+import glob
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +16,38 @@ from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.batch import BatchProvider
 from tests.providers.batch.test_faults import echo_server
 
-FAKE_PLUGIN = Path(__file__).resolve().parents[2] / "support" / "fake_ssm_plugin.py"
+ROOT = Path(__file__).resolve().parents[3]
+REAL_PLUGIN = ROOT.parent / "shared" / "tools" / "session-manager-plugin" / "session-manager-plugin"
+
+
+@pytest.fixture
+def plugin(monkeypatch):
+    if not os.access(REAL_PLUGIN, os.X_OK):
+        reason = f"the real session-manager-plugin is not at {REAL_PLUGIN}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    monkeypatch.setenv("DBGFWD_SSM_PLUGIN", str(REAL_PLUGIN))
+    return REAL_PLUGIN
+
+
+def _provider(world):
+    _, ci = world.instance()
+    job = world.single_job(ci)
+    p = BatchProvider(ProviderConfig(targets=(job,), options={"ssm_backend": "plugin"}))
+    return p, p.discover().targets[0]
+
+
+def _echo_round(stream, data: bytes) -> bytes:
+    stream.sendall(data)
+    got = b""
+    while len(got) < len(data) and (chunk := stream.recv(65536)):
+        got += chunk
+    return got
+
+
+def _mux_sockets() -> set[str]:
+    return set(glob.glob("/tmp/*_session_manager_plugin_mux.sock"))
 
 
 def test_missing_plugin_is_one_clear_line(monkeypatch):
@@ -21,31 +58,45 @@ def test_missing_plugin_is_one_clear_line(monkeypatch):
                                      options={"ssm_backend": "plugin"}))
 
 
-@pytest.mark.timeout(60)
-def test_plugin_backend_bridges_streams_and_terminates(world, tmp_path, monkeypatch):
-    wrapper = tmp_path / "session-manager-plugin"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_PLUGIN} \"$@\"\n")
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("DBGFWD_SSM_PLUGIN", str(wrapper))
+@pytest.mark.timeout(120)
+def test_real_plugin_carries_streams_keeps_the_token_out_of_ps_and_stops_cleanly(world, plugin):
+    before = _mux_sockets()
     srv = echo_server()
-    _, ci = world.instance()
-    job = world.single_job(ci)
-    p = BatchProvider(ProviderConfig(targets=(job,), options={"ssm_backend": "plugin"}))
+    p, target = _provider(world)
     try:
-        target = p.discover().targets[0]
         for _ in range(2):  # two connections, one plugin process / SSM session
             s = p.open_stream(target, srv.getsockname()[1], 30)
-            s.sendall(b"through the plugin")
-            got = b""
-            while len(got) < 18 and (chunk := s.recv(100)):
-                got += chunk
-            assert got == b"through the plugin"
+            assert s.gettimeout() is None  # connect was bounded; a silent debugger is not
+            assert _echo_round(s, b"through the real plugin") == b"through the real plugin"
             s.close()
         assert len(world.fake.ops("StartSession")) == 1
-        proc = next(iter(p._sessions.values())).proc
+        session = next(iter(p._sessions.values()))
+        assert any(f"Port {session.local_port} opened" in line for line in session._output)  # its port
+        token = world.agent.sessions[session.session_id].tokens_used[0]
+        cmdline = Path(f"/proc/{session.proc.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and b"TokenValue" not in cmdline  # `ps` shows no token
+        proc, sid = session.proc, session.session_id
     finally:
         p.close()
         srv.close()
-    assert proc.poll() is not None  # plugin process ended with the session
-    assert world.fake.ops("TerminateSession")
+    assert proc.poll() is not None
+    agent_session = world.agent.sessions[sid]
+    assert agent_session.closed  # the plugin sent the terminate-session flag on SIGINT
+    assert _mux_sockets() <= before  # and removed its mux socket
     assert world.agent.violations == []
+
+
+def test_native_backend_sends_the_terminate_flag_too(world):
+    srv = echo_server()
+    _, ci = world.instance()
+    p = BatchProvider(ProviderConfig(targets=(world.single_job(ci),)))
+    try:
+        target = p.discover().targets[0]
+        s = p.open_stream(target, srv.getsockname()[1], 30)
+        assert _echo_round(s, b"native") == b"native"
+        s.close()
+        (sid,) = list(world.agent.sessions)
+    finally:
+        p.close()
+        srv.close()
+    assert world.agent.sessions[sid].end_reason == "TerminateSession flag"

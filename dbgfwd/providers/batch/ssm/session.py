@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from dbgfwd.errors import DbgfwdError, UpstreamError
 from dbgfwd.providers.batch.aws import AwsContext, call
+from dbgfwd.providers.batch.ssm import message as m
 from dbgfwd.providers.batch.ssm.channel import DataChannel
 from dbgfwd.providers.batch.ssm.smux import SmuxClient, SmuxError
 from dbgfwd.providers.batch.ssm.wsock import WebSocketError
@@ -132,6 +133,11 @@ class PortSession:
         if self.mux is not None:
             self.mux.close()
         if channel is not None:
+            # As the plugin does: tell the agent the session is over before hanging up (bounded: a full
+            # window or a dead websocket must not hold up closing).
+            flag = threading.Thread(target=self._terminate_flag, args=(channel,), daemon=True)
+            flag.start()
+            flag.join(1.0)
             channel.close()
         if self.session_id:
             try:
@@ -139,6 +145,14 @@ class PortSession:
                      SessionId=self.session_id)
             except DbgfwdError as exc:
                 log.debug("%s: terminate_session: %s", self.label, exc)
+
+
+    def _terminate_flag(self, channel) -> None:
+        try:
+            if channel.handshake_done.is_set() and not channel.closed.is_set():
+                channel.send_flag(m.FLAG_TERMINATE_SESSION)
+        except DbgfwdError:
+            pass
 
 
 def port_request(target: str, port: int, host: str | None = None) -> dict:
