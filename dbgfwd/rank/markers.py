@@ -249,11 +249,13 @@ def probe_command(environ_dir: str | None = None) -> str:
     parse_probe_output.
 
     It reads only the connecting user's own directories (`$DBGFWD_RUNTIME_DIR` as set on the remote side,
-    `$XDG_RUNTIME_DIR/dbgfwd`, `/tmp/dbgfwd-<uid>`), and in them only regular files that user owns, named
-    with a numeric pid that is alive: another user's marker never reaches dbgfwd.
+    `$XDG_RUNTIME_DIR/dbgfwd`, `/run/user/<uid>/dbgfwd`, `/tmp/dbgfwd-<uid>`), and in them only regular files
+    that user owns, named with a numeric pid that is alive: another user's marker never reaches dbgfwd.
     """
     dirs = shlex.quote(environ_dir) if environ_dir else \
-        '"${DBGFWD_RUNTIME_DIR:-/nonexistent}" "${XDG_RUNTIME_DIR:-/nonexistent}/dbgfwd" "/tmp/dbgfwd-$(id -u)"'
+        ('"${DBGFWD_RUNTIME_DIR:-/nonexistent}" "${XDG_RUNTIME_DIR:-/nonexistent}/dbgfwd" '
+         '"/run/user/$(id -u)/dbgfwd" "/tmp/dbgfwd-$(id -u)"')  # /run/user: where XDG_RUNTIME_DIR usually is,
+    # for a rank whose session had it when the probe's exec channel does not
     return (
         f"for d in {dirs}; do [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] || continue; "
         "for f in \"$d\"/rank-*.json; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ -O \"$f\" ] || continue; "
@@ -345,7 +347,8 @@ def parse_probe_output(text: str) -> ProbeResult:
     flush()
     table = "\n".join(tcp_lines)
     tcp_known = tcp_seen and any(line.strip().startswith("sl") for line in tcp_lines)
-    return ProbeResult(markers=tuple(sorted(markers, key=lambda m: (m.rank, m.local_rank))),
+    unique = {m.pid: m for m in markers}  # one directory can be reached by two names (XDG and /run/user)
+    return ProbeResult(markers=tuple(sorted(unique.values(), key=lambda m: (m.rank, m.local_rank))),
                        listening=parse_proc_net_tcp(table), tcp_known=tcp_known, owners=listener_owners(table),
                        uid=uid)
 
