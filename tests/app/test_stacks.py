@@ -17,7 +17,7 @@ from dbgfwd.rank import stackdump
 from dbgfwd.rank.stackdump import DumpRequest, Frame, ThreadStack, parse_command_output, parse_dump, stack_command
 from dbgfwd.ui.stacks import rank_set_text
 from tests.support import cli
-from tests.support.ranks import start_rank, wait_for_markers, write_program
+from tests.support.ranks import local_ranks, start_rank, wait_for_markers, write_program
 
 # Rank 2 is somewhere else (a data loader), the others wait: the hang users hunt for.
 PROGRAM = '''\
@@ -39,14 +39,8 @@ else:
 
 @pytest.fixture
 def four(tmp_path, port_block):
-    runtime = tmp_path / "run"
-    program = write_program(tmp_path, PROGRAM, name="prog.py")
-    base = port_block(4)
-    procs = [start_rank(program, r, r, runtime, base_port=base, world_size=4) for r in range(4)]
-    wait_for_markers(runtime, {0, 1, 2, 3}, procs=procs)
-    yield {"runtime": runtime, "program": program, "base": base, "procs": procs}
-    for p in procs:
-        p.stop()
+    with local_ranks(tmp_path, port_block(4), 4, write_program(tmp_path, PROGRAM, name="prog.py")) as ranks:
+        yield ranks
 
 
 def _stacks(four, *args):

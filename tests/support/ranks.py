@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from dbgfwd.rank import markers
 
@@ -69,6 +71,19 @@ def start_rank(program: Path, rank: int, local_rank: int, runtime_dir: Path, bas
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     return RankProcess(rank, local_rank, base_port + local_rank, proc, Path(runtime_dir), log)
+
+
+@contextmanager
+def local_ranks(directory: Path, base_port: int, count: int, program: Path) -> Iterator[dict]:
+    """`count` ranks of `program` on this machine, one node, ranks = local ranks; stopped on exit."""
+    runtime = Path(directory) / "run"
+    procs = [start_rank(program, r, r, runtime, base_port=base_port, world_size=count) for r in range(count)]
+    try:
+        wait_for_markers(runtime, set(range(count)), procs=procs)
+        yield {"runtime": runtime, "program": program, "base": base_port, "procs": procs}
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def wait_for_markers(runtime_dir: Path, ranks: set[int], timeout: float = 60.0,

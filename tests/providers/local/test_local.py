@@ -11,19 +11,13 @@ from dbgfwd.rank import markers
 from tests.support import cli
 from tests.support.dap import debug_round
 from tests.support.procinfo import listening_addrs
-from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
+from tests.support.ranks import BREAK_LINE, local_ranks, start_rank, wait_for_markers, write_program
 
 
 @pytest.fixture
 def four_ranks(tmp_path, port_block):
-    runtime = tmp_path / "run"
-    program = write_program(tmp_path)
-    base = port_block(4)
-    procs = [start_rank(program, r, r, runtime, base_port=base, world_size=4) for r in range(4)]
-    wait_for_markers(runtime, {0, 1, 2, 3}, procs=procs)
-    yield {"runtime": runtime, "program": program, "base": base, "procs": procs}
-    for p in procs:
-        p.stop()
+    with local_ranks(tmp_path, port_block(4), 4, write_program(tmp_path)) as ranks:
+        yield ranks
 
 
 def test_attach_forwards_every_rank_and_survives_a_restart(tmp_path, four_ranks, port_block):
