@@ -16,7 +16,10 @@ def moto_url():
 def world(monkeypatch, moto_url):
     with BatchWorld(moto_url) as w:
         set_env(monkeypatch, w)
+        w.tolerate_seq_reuse = False  # dbgfwd's own client never reuses a sequence number
         yield w
+        if not w.tolerate_seq_reuse:
+            assert w.agent.seq_conflicts == []
 
 
 def bridge(provider, target, port: int) -> tuple[int, threading.Event]:

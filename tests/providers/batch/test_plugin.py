@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,15 @@ def plugin(monkeypatch):
         pytest.skip(reason)
     monkeypatch.setenv("DBGFWD_SSM_PLUGIN", str(REAL_PLUGIN))
     return REAL_PLUGIN
+
+
+@pytest.fixture
+def plugin_world(world, plugin):
+    # The real plugin (1.2.0.0) now and then sends a second, different message under a sequence number it has
+    # used (seen in about 1 run in 3 of these tests; cause not established). The real agent keys on the number
+    # and drops it as a duplicate; so does the test agent, which records it (BatchWorld checks dbgfwd's own).
+    world.tolerate_seq_reuse = True
+    return world
 
 
 def _provider(world):
@@ -58,20 +68,20 @@ def test_missing_plugin_is_one_clear_line(monkeypatch):
 
 
 @pytest.mark.timeout(120)
-def test_real_plugin_carries_streams_keeps_the_token_out_of_ps_and_stops_cleanly(world, plugin):
+def test_real_plugin_carries_streams_keeps_the_token_out_of_ps_and_stops_cleanly(plugin_world):
     before = _mux_sockets()
     srv = echo_server()
-    p, target = _provider(world)
+    p, target = _provider(plugin_world)
     try:
         for _ in range(2):  # two connections, one plugin process / SSM session
             s = p.open_stream(target, srv.getsockname()[1], 30)
             assert s.gettimeout() is None  # connect was bounded; a silent debugger is not
             assert _echo_round(s, b"through the real plugin") == b"through the real plugin"
             s.close()
-        assert len(world.fake.ops("StartSession")) == 1
+        assert len(plugin_world.fake.ops("StartSession")) == 1
         session = next(iter(p._sessions.values()))
         assert any(f"Port {session.local_port} opened" in line for line in session._output)  # its port
-        token = world.agent.sessions[session.session_id].tokens_used[0]
+        token = plugin_world.agent.sessions[session.session_id].tokens_used[0]
         cmdline = Path(f"/proc/{session.proc.pid}/cmdline").read_bytes()
         assert token.encode() not in cmdline and b"TokenValue" not in cmdline  # `ps` shows no token
         proc, sid = session.proc, session.session_id
@@ -79,10 +89,53 @@ def test_real_plugin_carries_streams_keeps_the_token_out_of_ps_and_stops_cleanly
         p.close()
         srv.close()
     assert proc.poll() is not None
-    agent_session = world.agent.sessions[sid]
+    agent_session = plugin_world.agent.sessions[sid]
     assert agent_session.closed  # the plugin sent the terminate-session flag on SIGINT
     assert _mux_sockets() <= before  # and removed its mux socket
-    assert world.agent.violations == []
+    assert plugin_world.agent.violations == []
+
+
+@pytest.mark.timeout(120)
+def test_the_plugin_resumes_after_a_websocket_drop(plugin_world):
+    srv = echo_server()
+    p, target = _provider(plugin_world)
+    try:
+        s = p.open_stream(target, srv.getsockname()[1], 30)
+        assert _echo_round(s, b"before") == b"before"
+        plugin_world.agent.close_websockets()  # the plugin calls ResumeSession and reopens the stream URL
+        assert _echo_round(s, b"after the drop") == b"after the drop"
+        assert plugin_world.fake.ops("ResumeSession")
+        s.close()
+    finally:
+        p.close()
+        srv.close()
+    assert plugin_world.agent.violations == []
+
+
+@pytest.mark.timeout(120)
+def test_the_plugin_carries_data_intact_through_loss(plugin_world):
+    srv = echo_server()
+    p, target = _provider(plugin_world)
+    try:
+        s = p.open_stream(target, srv.getsockname()[1], 30)
+        plugin_world.agent.drop = 0.02  # of the agent's messages and acks
+        block = os.urandom(64 * 1024)
+        got = bytearray()
+
+        def read():
+            while len(got) < len(block) and (chunk := s.recv(65536)):
+                got.extend(chunk)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        s.sendall(block)
+        reader.join(60)
+        assert bytes(got) == block
+        s.close()
+    finally:
+        p.close()
+        srv.close()
+    assert plugin_world.agent.violations == []
 
 
 def test_native_backend_sends_the_terminate_flag_too(world):
