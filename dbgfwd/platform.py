@@ -8,7 +8,6 @@ user connected (they rely on binding 127.0.0.1 only), and a session's liveness i
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from pathlib import Path
@@ -51,25 +50,10 @@ def peer_uid(sock: socket.socket) -> int | None:
     return None
 
 
-def listener_uids(port: int) -> frozenset[int] | None:
-    """Uids of the processes listening on TCP `port` on this machine, or None where that cannot be told."""
-    from dbgfwd.rank.markers import listener_owners
-
-    table = tcp_table()
-    return None if table is None else listener_owners(table).get(port, frozenset())
-
-
 def process_start(pid: int) -> int | None:
     """When `pid` started (clock ticks since boot), to tell a process from a later one with a reused pid."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[19])
     except (OSError, IndexError, ValueError):
-        return None
-
-
-def process_uid(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
         return None

@@ -91,18 +91,16 @@ def _target_stacks(provider: Provider, target: Target, ranks: list[tuple[int, Ma
         for s in out:
             s.error = f"{target.name} is {target.status}"
         return out
-    dumpable = {s.pid: s for s, (_, m) in zip(out, ranks) if m is not None and m.stack_signal and m.stack_file}
-    others = [s for s, (_, m) in zip(out, ranks) if s.pid not in dumpable]
+    with_handler = {m.pid: m for _, m in ranks if m is not None and m.stack_signal and m.stack_file}
+    dumpable = [s for s in out if s.pid in with_handler]
+    others = [s for s in out if s.pid not in with_handler]
     try:
         if dumpable:
-            requests = [DumpRequest(m.pid, m.stack_signal, m.stack_file) for _, m in ranks
-                        if m is not None and m.pid in dumpable]
-            text = provider.run(target, stack_command(requests, timeout), timeout + 10)
-            found = parse_command_output(text)
-            cwd = {m.pid: m.cwd for _, m in ranks if m is not None}
-            for pid, s in dumpable.items():
-                _fill_from_dump(s, found.get(pid), timeout)
-                _absolute(s, cwd.get(pid))
+            requests = [DumpRequest(m.pid, m.stack_signal, m.stack_file) for m in with_handler.values()]
+            found = parse_command_output(provider.run(target, stack_command(requests, timeout), timeout + 10))
+            for s in dumpable:
+                _fill_from_dump(s, found.get(s.pid), timeout)
+                _absolute(s, with_handler[s.pid].cwd)
         for s in others:
             _fill_with_py_spy(provider, target, s, timeout)
     except DbgfwdError as exc:

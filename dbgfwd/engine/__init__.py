@@ -52,7 +52,6 @@ class Engine:
                                 self._stop, self._kick)
         self.where = ""
         self._started = False
-        self._monitoring = False
         self._closed = False
 
     def start(self) -> None:
@@ -74,7 +73,6 @@ class Engine:
                                 hint="start the ranks (dbgfwd-rank), check the target spec, or pass --ranks N "
                                      "to plan ranks that have not started yet")
         self._monitor.start()
-        self._monitoring = True
 
     def stop(self) -> None:
         """Close every listener and relay and the provider; idempotent."""
@@ -84,8 +82,7 @@ class Engine:
         self._stop.set()
         self._kick.set()
         self.table.wake_all()
-        if self._monitoring:
-            self._monitor.join(timeout=10)
+        self._monitor.join(timeout=10)  # a no-op when it never started
         if self._started:
             self._acceptor.stop()
         for r in self.table.entries():

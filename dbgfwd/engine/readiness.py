@@ -88,15 +88,13 @@ class Readiness:
                     ready = True
                 elif t.key in results:
                     res = results[t.key]
-                    ready = bool(res and res.port_ready(r.planned.remote_port))
                     if res is not None:
-                        r.foreign_uid = res.foreign_listener(r.planned.remote_port)
                         # a rank that restarted on another port: follow it
                         for m in res.markers:
                             if m.rank == r.planned.rank and m.port != r.planned.remote_port:
                                 r.planned = replace(r.planned, remote_port=m.port)
-                                ready = res.port_ready(m.port)
-                                r.foreign_uid = res.foreign_listener(m.port)
+                        r.foreign_uid = res.foreign_listener(r.planned.remote_port)
+                    ready = bool(res and res.port_ready(r.planned.remote_port))
                 else:
                     continue
                 if ready and r.retrying:

@@ -43,29 +43,30 @@ class Server:
         self._refused: set[str] = set()
 
     def accepted(self, rank_id: int, client) -> None:
-        why = self._refuse(rank_id, client)
-        if why:
+        refused = self._refuse(rank_id, client)
+        if refused:
             client.close()
-            if why not in self._refused:  # once per reason: a flood must not flood the log too
-                self._refused.add(why)
+            kind, why = refused
+            if kind not in self._refused:  # once per kind of reason: a flood must not flood the log too
+                self._refused.add(kind)
                 log.warning("rank %s: closed a connection: %s", rank_id, why)
             return
         threading.Thread(target=self._serve_guarded, args=(rank_id, client), name=f"dbgfwd-rank{rank_id}",
                          daemon=True).start()
 
-    def _refuse(self, rank_id: int, client) -> str | None:
-        """Why this connection must not reach the rank, or None. Counts it as a client when admitted."""
+    def _refuse(self, rank_id: int, client) -> tuple[str, str] | None:
+        """(kind, why) this connection must not reach the rank, or None. Counts it as a client when admitted."""
         uid = platform.peer_uid(client)
         if uid is not None and uid != os.getuid() and uid not in self.settings.allowed_uids:
-            return f"it came from uid {uid}, not from you (attach --allow-user admits another user)"
+            return f"uid {uid}", f"it came from uid {uid}, not from you (attach --allow-user admits another user)"
         with self.table.lock:
             rank = self.table.ranks.get(rank_id)
             if rank is None:
-                return "no such rank"
+                return "no rank", "no such rank"
             total = sum(r.clients for r in self.table.ranks.values())
             if rank.clients >= self.settings.max_clients_per_rank or total >= self.settings.max_clients:
-                return (f"too many connections ({rank.clients} to this rank, {total} in all; at most "
-                        f"{self.settings.max_clients_per_rank} and {self.settings.max_clients})")
+                return "cap", (f"too many connections ({rank.clients} to this rank, {total} in all; at most "
+                               f"{self.settings.max_clients_per_rank} and {self.settings.max_clients})")
             rank.clients += 1
         return None
 

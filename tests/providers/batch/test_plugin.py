@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -92,49 +91,6 @@ def test_real_plugin_carries_streams_keeps_the_token_out_of_ps_and_stops_cleanly
     agent_session = plugin_world.agent.sessions[sid]
     assert agent_session.closed  # the plugin sent the terminate-session flag on SIGINT
     assert _mux_sockets() <= before  # and removed its mux socket
-    assert plugin_world.agent.violations == []
-
-
-@pytest.mark.timeout(120)
-def test_the_plugin_resumes_after_a_websocket_drop(plugin_world):
-    srv = echo_server()
-    p, target = _provider(plugin_world)
-    try:
-        s = p.open_stream(target, srv.getsockname()[1], 30)
-        assert _echo_round(s, b"before") == b"before"
-        plugin_world.agent.close_websockets()  # the plugin calls ResumeSession and reopens the stream URL
-        assert _echo_round(s, b"after the drop") == b"after the drop"
-        assert plugin_world.fake.ops("ResumeSession")
-        s.close()
-    finally:
-        p.close()
-        srv.close()
-    assert plugin_world.agent.violations == []
-
-
-@pytest.mark.timeout(120)
-def test_the_plugin_carries_data_intact_through_loss(plugin_world):
-    srv = echo_server()
-    p, target = _provider(plugin_world)
-    try:
-        s = p.open_stream(target, srv.getsockname()[1], 30)
-        plugin_world.agent.drop = 0.02  # of the agent's messages and acks
-        block = os.urandom(64 * 1024)
-        got = bytearray()
-
-        def read():
-            while len(got) < len(block) and (chunk := s.recv(65536)):
-                got.extend(chunk)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        s.sendall(block)
-        reader.join(60)
-        assert bytes(got) == block
-        s.close()
-    finally:
-        p.close()
-        srv.close()
     assert plugin_world.agent.violations == []
 
 
