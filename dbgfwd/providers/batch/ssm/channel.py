@@ -187,6 +187,9 @@ class DataChannel:
             return
         self._out.acknowledged(seq)
 
+    def wait_acknowledged(self, timeout: float) -> bool:
+        return self._out.wait_acknowledged(timeout)
+
     @property
     def rto(self) -> float:
         return self._out.timer.rto

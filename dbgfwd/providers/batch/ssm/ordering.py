@@ -155,6 +155,11 @@ class Outbound:
                 p.sent, p.retransmitted = now, True
             return [p.frame for p in self._window.values()]
 
+    def wait_acknowledged(self, timeout: float) -> bool:
+        """Until everything sent is acknowledged (or closing, or `timeout`). True when it all was."""
+        with self.lock:
+            return self.lock.wait_for(lambda: not self._window or self.closing, timeout) and not self._window
+
     def pause(self, paused: bool) -> None:
         with self.lock:
             self._paused = paused

@@ -151,6 +151,7 @@ class PortSession:
         try:
             if channel.handshake_done.is_set() and not channel.closed.is_set():
                 channel.send_flag(m.FLAG_TERMINATE_SESSION)
+                channel.wait_acknowledged(0.9)  # hang up only once the agent has it (the caller bounds us)
         except DbgfwdError:
             pass
 
