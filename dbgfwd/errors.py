@@ -20,10 +20,13 @@ class ExitCode(IntEnum):
     AUTH = 5  # authentication/authorization: SSH auth, expired token, RBAC, AccessDenied
     UNREACHABLE = 6  # host, API server or SSM target cannot be reached
     TIMEOUT = 7  # `dbgfwd wait` (or another bounded wait) ran out of time
-    BAD_FILE = 8  # a file that does not parse (launch.json, hostfile, ssh config, kubeconfig)
+    BAD_FILE = 8  # a file or folder named is missing, unreadable or does not parse (launch.json, hostfile, ...)
     UNAVAILABLE = 9  # a provider's SDK or helper binary is missing
     NO_SESSION = 10  # no running `dbgfwd attach` session in this workspace
-    INTERRUPTED = 130  # Ctrl-C
+    BUSY = 11  # another `dbgfwd attach` already runs in this workspace
+    HANGUP = 129  # stopped by SIGHUP (the terminal closed), after a clean shutdown
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # stopped by SIGTERM, after a clean shutdown
 
     @classmethod
     def describe(cls) -> str:
@@ -39,10 +42,13 @@ _DESCRIPTIONS = {
     ExitCode.AUTH: "authentication or permission failure",
     ExitCode.UNREACHABLE: "host, API server or SSM target unreachable",
     ExitCode.TIMEOUT: "timed out waiting",
-    ExitCode.BAD_FILE: "a file could not be parsed (nothing was written)",
+    ExitCode.BAD_FILE: "a file or folder is missing, unreadable or does not parse (nothing was written)",
     ExitCode.UNAVAILABLE: "provider SDK or helper binary missing",
     ExitCode.NO_SESSION: "no running attach session in this workspace",
+    ExitCode.BUSY: "another dbgfwd attach runs in this workspace",
+    ExitCode.HANGUP: "stopped by SIGHUP (terminal closed)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.TERMINATED: "stopped by SIGTERM",
 }
 
 
@@ -111,12 +117,23 @@ class BadFileError(DbgfwdError):
         self.path, self.problem, self.line, self.column = path, problem, line, column
 
 
+class NotFoundPathError(DbgfwdError):
+    """A file or folder the user named (or its default) does not exist: the same exit code as a file that
+    does not parse (one rule for every file: exit 8)."""
+
+    code = ExitCode.BAD_FILE
+
+
 class ProviderUnavailable(DbgfwdError):
     code = ExitCode.UNAVAILABLE
 
 
 class NoSessionError(DbgfwdError):
     code = ExitCode.NO_SESSION
+
+
+class WorkspaceBusy(DbgfwdError):
+    code = ExitCode.BUSY
 
 
 class UpstreamError(DbgfwdError):

@@ -30,6 +30,7 @@ STREAM = PAYLOAD * 16  # 64 MB: long enough that every kill lands while bytes fl
 
 def _attach(tmp_path, runtime, base, *extra, name="attach"):
     ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
     bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(base),
                         "--workspace", str(ws), *extra, log=tmp_path / f"{name}.log")
     return ws, bg
@@ -172,7 +173,7 @@ def test_local_port_taken_between_runs(tmp_path, port_block):
             assert cli.launch_ports(ws / ".vscode" / "launch.json") == {0: local}
             return local
         finally:
-            assert bg.stop() == 0, bg.output()
+            assert bg.stop() == 130, bg.output()
 
     try:
         first = run(name="run1")
@@ -249,6 +250,7 @@ def test_sigterm_to_attach_while_it_writes_launch_json(tmp_path, port_block):
     random moments of its start-up: launch.json is absent-or-complete, no temp files are left behind."""
     rng = random.Random(5)
     ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
     vscode = ws / ".vscode"
     base = port_block(1)
     for i in range(6):

@@ -28,6 +28,7 @@ LOOPBACK = {"127.0.0.1", "::1"}
 
 def _attach(tmp_path, runtime, base, *extra, name="attach"):
     ws = tmp_path / f"ws-{name}"
+    ws.mkdir(exist_ok=True)
     bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(base),
                         "--workspace", str(ws), *extra, log=tmp_path / f"{name}.log")
     return ws, bg
@@ -178,6 +179,7 @@ def test_log_records_and_tracebacks_are_redacted_at_every_verbosity(capsys):
 
 def _leaky_attach(tmp_path, verbosity: str, port: int):
     ws = tmp_path / f"ws{verbosity}"
+    ws.mkdir()
     log = tmp_path / f"leaky{verbosity}.log"
     fh = open(log, "wb")
     proc = subprocess.Popen(leaky.cli_command(verbosity, "attach", "--provider", "leaky", "--leaky-port", str(port),
@@ -244,6 +246,7 @@ def test_state_files_and_backups_are_private(tmp_path, port_block):
     runtime = tmp_path / "run"
     echo = EchoServer.start(rank=0, marker_dir=runtime)
     ws = tmp_path / "ws-attach"
+    ws.mkdir()
     (ws / ".dbgfwd").mkdir(parents=True)
     os.chmod(ws / ".dbgfwd", 0o755)  # left permissive by hand or by an older version
     (ws / ".vscode").mkdir()

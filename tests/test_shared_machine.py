@@ -196,7 +196,7 @@ def test_a_port_another_user_listens_on_is_not_a_ready_rank_and_is_never_connect
                 pass
         assert f"held by uid {other[0]}" in json.dumps(cli.session(ws))
     finally:
-        assert bg.stop() == 0, bg.output()
+        assert bg.stop() == 130, bg.output()
         kill(squatter)
         accepted = squatter.stdout.read()
     assert "accepted" not in accepted
@@ -229,7 +229,7 @@ def test_only_the_users_own_processes_can_use_a_forward(other, tmp_path, port_bl
             assert c.recv(4) == b"ping"
         assert f"uid {other[0]}" in bg.output()
     finally:
-        assert bg.stop() == 0, bg.output()
+        assert bg.stop() == 130, bg.output()
     bg = attach("--allow-user", OTHER)
     try:
         cli.wait_ready(ws, bg=bg)
@@ -275,7 +275,7 @@ def test_a_connection_flood_is_capped_and_the_users_debugger_still_gets_through(
     finally:
         for s in flood:
             s.close()
-        assert bg.stop() == 0, bg.output()
+        assert bg.stop() == 130, bg.output()
         rank.stop()
 
 
@@ -298,7 +298,7 @@ def test_sighup_stops_attach_cleanly(tmp_path, port_block):
                         log=tmp_path / "attach.log")
     try:
         cli.wait_ready(ws, bg=bg)
-        assert bg.stop(signal.SIGHUP) == 0, bg.output()
+        assert bg.stop(signal.SIGHUP) == 129, bg.output()
         assert not (ws / ".dbgfwd" / "session.json").exists()
     finally:
         rank.stop()
@@ -310,15 +310,17 @@ def test_a_session_whose_pid_now_belongs_to_someone_else_is_not_running(other, t
         assert squatter.stdout.readline().strip() == "up"
         from dbgfwd.workspace import state
 
+        lock = state.lock_workspace(tmp_path)  # this process plays the attach
         state.write_session(tmp_path, {"ranks": []})
         data = json.loads(state.session_path(tmp_path).read_text())
-        assert state.read_session(tmp_path).alive  # this very process wrote it: alive
+        assert state.read_session(tmp_path).alive  # this very process wrote it and holds the lock: alive
         for pid, extra in ((squatter.pid, {}),  # another user's process that got the pid
                            (os.getpid(), {"pid_start": data["pid_start"] + 1})):  # our pid, a later process
             state.session_path(tmp_path).write_text(json.dumps({**data, "pid": pid, **extra}))
             assert not state.read_session(tmp_path).alive
             res = cli.run("wait", "--workspace", str(tmp_path), "--timeout", "1")
             assert res.returncode == 10, res.stderr
+        lock.release()
     finally:
         kill(squatter)
 
@@ -340,11 +342,13 @@ def test_hostile_text_is_shown_not_obeyed(tmp_path):
 
     from dbgfwd.workspace import state
 
+    lock = state.lock_workspace(tmp_path)  # this process plays the attach: it holds the workspace
     state.write_session(tmp_path, {"provider": "[bold]x[/]", "ranks": [
         {"rank": 0, "local_port": 1, "local_rank": 0, "state": "ready", "target_name": HOSTILE, "reason": HOSTILE}]})
     res = cli.run("status", "--workspace", str(tmp_path), env={"COLUMNS": "400"})
     assert res.returncode == 0, res.stderr  # this process wrote it, so it is alive
     assert "\x1b" not in res.stdout and "[fe80::1]" in res.stdout and "[link=" in res.stdout
+    lock.release()
 
 
 # ---- a hostile workspace ----

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
+from dbgfwd import lifecycle
 from dbgfwd.app.options import AttachOptions, make_engine, options_record, validate
 from dbgfwd.engine import Engine, RankStatus
 from dbgfwd.ui.console import Console
@@ -19,32 +19,76 @@ log = logging.getLogger("dbgfwd.session")
 
 
 class LaunchWriter:
-    """Rewrites launch.json when the rank set or a local port changes (never on state changes)."""
+    """Rewrites launch.json when the rank set or a local port changes (never on state changes).
 
-    def __init__(self, opts: AttachOptions, console: Console):
+    A write that fails (launch.json does not parse, is read-only or immutable, the disk is full) is said
+    once, in one line, kept in `problem` for the live view and `status`, and retried every `RETRY`
+    seconds until it succeeds: fixing the file is enough, no restart needed."""
+
+    RETRY = 2.0
+
+    def __init__(self, opts: AttachOptions, console: Console, on_problem: Callable[[], None] | None = None):
         self.opts = opts
         self.console = console
-        self._last: tuple | None = None
         self.path = opts.launch_json
+        self.problem: str | None = None
+        self._on_problem = on_problem or (lambda: None)
+        self._last: tuple | None = None  # what launch.json holds (as far as dbgfwd wrote it)
+        self._pending: list | None = None  # what it should hold, not yet written
+        self._next_try = 0.0
+        self._lock = threading.Lock()
 
     def __call__(self, ranks: list[RankStatus]) -> None:
         if self.path is None:
             return
-        from dbgfwd.vscode import AttachEntry, LaunchOptions, update_launch_json
+        from dbgfwd.vscode import AttachEntry
 
         entries = [AttachEntry(rank=r.planned.rank, local_port=r.planned.local_port, node=r.target_name,
                                local_rank=r.planned.local_rank, remote_root=r.remote_root) for r in ranks]
-        key = tuple(entries)
-        if key == self._last:
+        with self._lock:
+            if tuple(entries) == self._last and self._pending is None:
+                return
+            self._pending = entries
+            self._write()
+
+    def retry(self) -> None:
+        with self._lock:
+            if self._pending is not None and time.monotonic() >= self._next_try:
+                self._write()
+
+    def _write(self) -> None:
+        from dbgfwd.errors import DbgfwdError
+        from dbgfwd.fsutil import write_error
+        from dbgfwd.vscode import LaunchOptions, update_launch_json
+
+        entries = self._pending
+        if entries is None or self.path is None:
             return
-        self._last = key
-        tasks = self.path.parent / "tasks.json"
-        result = update_launch_json(self.path, entries,
-                                    LaunchOptions(local_root=self.opts.local_root, remote_root=self.opts.remote_root,
-                                                  just_my_code=self.opts.just_my_code,
-                                                  wait_command=wait_command(),
-                                                  workspace=task_workspace(self.path, self.opts.workspace)),
-                                    tasks_path=tasks)
+        if not entries and self._last is None:
+            self._pending = None  # nothing planned yet: write nothing at all
+            return
+        try:
+            result = update_launch_json(
+                self.path, entries,
+                LaunchOptions(local_root=self.opts.local_root, remote_root=self.opts.remote_root,
+                              just_my_code=self.opts.just_my_code, wait_command=wait_command(),
+                              workspace=task_workspace(self.path, self.opts.workspace)),
+                tasks_path=self.path.parent / "tasks.json")
+        except (DbgfwdError, OSError) as exc:
+            err = exc if isinstance(exc, DbgfwdError) else write_error(self.path, exc)
+            problem = f"{self.path} NOT updated: {err.message}"
+            if problem != self.problem:
+                hint = f" ({err.hint}; dbgfwd retries every {self.RETRY:g}s)" if err.hint else ""
+                self.console.warn(problem + hint)
+                self.problem = problem
+                self._on_problem()
+            self._next_try = time.monotonic() + self.RETRY
+            return
+        self._last, self._pending = tuple(entries), None
+        if self.problem is not None:
+            self.problem = None
+            self._on_problem()
+            self.console.info(f"{self.path} is writable again: updated")
         if result.changed:
             self.console.info(f"wrote {len(entries)} attach configs to {self.path}")
 
@@ -57,6 +101,7 @@ class SessionWriter:
         self._engine = engine_ref
         self.meta = meta
         self.interval = interval
+        self.meta_source: Callable[[], dict] = dict  # values that change while attach runs
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dbgfwd-state", daemon=True)
@@ -72,6 +117,7 @@ class SessionWriter:
         if engine is None:
             return
         payload = dict(self.meta)
+        payload.update(self.meta_source())
         payload["ranks"] = [r.as_dict() for r in engine.snapshot()]
         payload["targets"] = [{"key": t.key, "name": t.name, "running": t.running, "status": t.status,
                                "detail": dict(t.detail)} for t in engine.targets]
@@ -101,49 +147,78 @@ def run_attach(opts: AttachOptions, console: Console,
                stop_event: threading.Event | None = None) -> Engine:
     """Run until SIGINT/SIGTERM/SIGHUP (or `duration`, or `stop_event`). Returns the stopped engine."""
     validate(opts, console)
+    lock = state.lock_workspace(opts.workspace)
+    try:
+        return _run_locked(opts, console, on_ready, stop_event)
+    finally:
+        lock.release()
+
+
+def _run_locked(opts: AttachOptions, console: Console, on_ready: Callable[[Engine], None] | None,
+                stop_event: threading.Event | None) -> Engine:
     engine_box: list[Engine] = []
     meta = {"provider": None, "targets_spec": list(opts.targets), "started": time.time(),
             "launch_json": str(opts.launch_json) if opts.launch_json else None,
             "workspace": str(opts.workspace), "base_port": opts.base_port, "ranks_per_node": opts.ranks_per_node,
             "provider_options": options_record(opts)}
     writer = SessionWriter(opts.workspace, lambda: engine_box[0] if engine_box else None, meta)
-    launch = LaunchWriter(opts, console)
-    stop = stop_event or threading.Event()
+    def on_launch_problem() -> None:
+        if engine_box:
+            engine_box[0].problems["launch.json"] = launch.problem
+        writer.mark()
 
-    previous = {}
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    # SIGHUP (the terminal closed) stops like SIGTERM: forwards closed, session.json removed.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        try:
-            previous[sig] = signal.signal(sig, on_signal)
-        except ValueError:  # not the main thread (tests call run_attach from a thread)
-            pass
+    launch = LaunchWriter(opts, console, on_problem=on_launch_problem)
+    writer.meta_source = lambda: {"launch_json_problem": launch.problem}
+    stop = stop_event or lifecycle.stop_event()
     engine = make_engine(opts, on_plan_change=launch, on_state_change=writer.mark)
     engine_box.append(engine)
     meta["provider"] = engine.provider.name
     try:
-        with console.status(f"discovering ranks ({engine.provider.name})..."):
-            engine.start()
-        writer.start()
-        writer.write_now()
-        if engine.targets and not engine.snapshot():
-            console.warn(f"found {len(engine.targets)} target(s) but no ranks yet: waiting for rank markers "
-                         "(start ranks with dbgfwd-rank, or pass --ranks-per-node N)")
-        if on_ready:
-            on_ready(engine)
-        deadline = None if opts.duration is None else time.monotonic() + opts.duration
-        while not stop.is_set():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            stop.wait(0.5 if remaining is None else min(0.5, remaining))
+        with lifecycle.on_abort(lambda: state.remove_session(opts.workspace)):
+            with console.status(f"discovering ranks ({engine.provider.name})..."):
+                if not _start(engine, stop):
+                    return engine
+            for note in engine.notes:
+                console.warn(note)
+            writer.start()
+            writer.write_now()
+            if engine.targets and not engine.snapshot():
+                console.warn(f"found {len(engine.targets)} target(s) but no ranks yet: waiting for rank markers "
+                             "(start ranks with dbgfwd-rank, or pass --ranks-per-node N)")
+            if on_ready:
+                on_ready(engine)
+            deadline = None if opts.duration is None else time.monotonic() + opts.duration
+            while not stop.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                stop.wait(0.5 if remaining is None else min(0.5, remaining))
+                launch.retry()
     finally:
         writer.stop()
         engine.stop()
         state.remove_session(opts.workspace)
-        for sig, prev in previous.items():
-            signal.signal(sig, prev)
     return engine
+
+
+def _start(engine: Engine, stop: threading.Event) -> bool:
+    """`engine.start()` (discovery, first connections), given up when a stop is requested meanwhile: SDK
+    calls to a silent server can block for a minute. False when stopped before it finished."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.start()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="dbgfwd-start", daemon=True).start()
+    while not done.wait(0.05):
+        if stop.is_set():
+            return False
+    if failure:
+        raise failure[0]
+    return True

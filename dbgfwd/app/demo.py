@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from dbgfwd import lifecycle
 from dbgfwd.app.attach import run_attach
 from dbgfwd.app.options import AttachOptions
 from dbgfwd.errors import DbgfwdError, PortError, WaitTimeout
@@ -65,9 +66,11 @@ def start_ranks(ws: Path, count: int, base_port: int, runtime: Path) -> list[sub
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(count),
                    DBGFWD_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
         with open(logs / f"rank{rank}.log", "wb") as log:
-            procs.append(subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "dbgfwd.rank", "--base-port", str(base_port), "--", DEMO_SCRIPT],
-                cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            lifecycle.track_child(proc)  # killed if Ctrl-C cannot wait for stop_ranks
+            procs.append(proc)
     return procs
 
 
@@ -80,7 +83,8 @@ def wait_markers(runtime: Path, count: int, procs: list[subprocess.Popen], timeo
                                   hint="see its log in .dbgfwd/logs/ of the demo workspace")
         if time.monotonic() > deadline:
             raise WaitTimeout(f"demo ranks not ready after {timeout:g}s")
-        time.sleep(0.05)
+        if lifecycle.wait(0.05):
+            return
 
 
 def stop_ranks(procs: list[subprocess.Popen]) -> None:
@@ -109,6 +113,8 @@ def run_demo(opts: DemoOptions, console: Console) -> Path:
     try:
         with console.status(f"starting {opts.ranks} ranks under dbgfwd-rank..."):
             wait_markers(runtime, opts.ranks, procs, opts.start_timeout)
+        if lifecycle.stop_requested():
+            return ws
         attach = AttachOptions(workspace=ws, provider="local", provider_options={"runtime_dir": runtime},
                                base_port=base, launch_json=ws / ".vscode" / "launch.json",
                                remote_root=str(ws), duration=opts.duration)

@@ -9,7 +9,9 @@ from typing import Any, Mapping
 
 from dbgfwd import providers
 from dbgfwd.engine import Engine, EngineSettings, PlanSettings
-from dbgfwd.errors import UsageError
+from dbgfwd.errors import AuthError, UsageError
+from dbgfwd.vscode.writer import check_target
+from dbgfwd.workspace.state import check_workspace
 from dbgfwd.plan.ports import default_local_base
 from dbgfwd.providers.base import Capability, ProviderConfig
 from dbgfwd.ui.console import Console
@@ -53,13 +55,14 @@ def make_engine(opts: AttachOptions, on_plan_change=None, on_state_change=None) 
     provider = cls(config)
     shares = Capability.SHARES_LOCAL_PORTS in cls.capabilities
     ranks_per_node = opts.ranks_per_node
+    notes = []
     if (ranks_per_node is None and opts.expected_ranks is None
             and Capability.OUT_OF_BAND_READINESS not in cls.capabilities):
         # No markers can be read through this provider, so nothing would ever say how many ranks a
-        # node runs: plan one and say so, rather than planning nothing in silence.
+        # node runs: plan one and say so (once discovery worked), rather than planning nothing in silence.
         ranks_per_node = 1
-        log.warning("the %s provider cannot read rank markers: assuming 1 rank per node "
-                    "(pass --ranks-per-node N for more)", cls.name)
+        notes.append(f"the {cls.name} provider cannot read rank markers: assuming 1 rank per node "
+                     "(pass --ranks-per-node N for more)")
     local_base = opts.local_base_port
     if local_base is None:
         local_base = default_local_base(opts.base_port, shares)
@@ -69,8 +72,10 @@ def make_engine(opts: AttachOptions, on_plan_change=None, on_state_change=None) 
     settings = EngineSettings(bind_host=opts.bind_host, client_wait=opts.client_wait,
                               allowed_uids=allowed_uids(opts.allow_users, opts.allow_groups))
     memory = PortMemory.of(opts.workspace)
-    return Engine(provider, plan, settings, memory, on_plan_change=on_plan_change,
-                  on_state_change=on_state_change)
+    engine = Engine(provider, plan, settings, memory, on_plan_change=on_plan_change,
+                    on_state_change=on_state_change)
+    engine.notes.extend(notes)
+    return engine
 
 
 def allowed_uids(users: tuple[str, ...], groups: tuple[str, ...]) -> frozenset[int]:
@@ -110,14 +115,26 @@ def _has_user(name: str) -> bool:
 
 
 def validate(opts: AttachOptions, console: Console) -> None:
+    """Everything that can be checked before connecting anywhere; warnings only once nothing is fatal."""
+    if opts.expected_ranks is not None and opts.expected_ranks < 1:
+        raise UsageError("--ranks must be at least 1")
+    check_workspace(opts.workspace)
+    if opts.launch_json is not None:
+        check_target(opts.launch_json)
+        check_writable(opts.launch_json)
     if opts.bind_host not in LOOPBACK:
         console.warn(f"forwards will listen on {opts.bind_host}: anyone who reaches it can run code in your "
                      "ranks (debugpy has no authentication)")
-    if opts.expected_ranks is not None and opts.expected_ranks < 1:
-        raise UsageError("--ranks must be at least 1")
 
 
+def check_writable(launch_json: Path) -> None:
+    """launch.json's folder (or, when .vscode/ is still to be made, the workspace) must let us write it."""
+    import os
 
+    folder = launch_json.parent if launch_json.parent.is_dir() else launch_json.parent.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AuthError(f"cannot write {launch_json}: {folder} is not writable for you; nothing was written",
+                        hint="make it writable, pass --launch-json somewhere writable, or --no-launch-json")
 
 def options_record(opts: AttachOptions) -> dict:
     """The provider options as JSON values, for session.json (so `stacks` can reach the same targets)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from dbgfwd import lifecycle
 from dbgfwd.errors import NoSessionError, NotFoundError, WaitTimeout
 from dbgfwd.workspace import state
 
@@ -34,6 +35,9 @@ def wait_ready(workspace: Path, timeout: float, ranks: frozenset[int] | None = N
                 raise NoSessionError(f"no attach session appeared in {workspace} within {timeout:g}s",
                                      hint="start `dbgfwd attach` in this workspace")
             waiting = [f"{r.rank}:{r.state}" for r in rows if not r.ready]
-            raise WaitTimeout(f"ranks not ready after {timeout:g}s: {', '.join(waiting[:16]) or 'none planned'}",
+            exc = WaitTimeout(f"ranks not ready after {timeout:g}s: {', '.join(waiting[:16]) or 'none planned'}",
                               hint="see `dbgfwd status` for why")
-        time.sleep(poll)
+            exc.rows = [dict(r.row) for r in rows]
+            raise exc
+        if lifecycle.wait(poll):
+            return []

@@ -93,35 +93,75 @@ _ABORT = _click_classes("Abort")
 _CLICK = _click_classes("ClickException")
 
 
+_GLOBAL_FLAGS = ("--verbose", "--debug", "--no-color")
+
+
+def _is_global_flag(token: str) -> bool:
+    return token in _GLOBAL_FLAGS or (len(token) > 1 and token[0] == "-" and set(token[1:]) == {"v"})
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """`dbgfwd attach -v` works like `dbgfwd -v attach` (the kubectl/aws habit): the global flags found
+    after the command name (and before a `--`) are moved in front of it."""
+    names = set(app_command_names())
+    for i, token in enumerate(args):
+        if token in names:
+            head, tail = args[:i], args[i + 1:]
+            cut = tail.index("--") if "--" in tail else len(tail)
+            moved = [t for t in tail[:cut] if _is_global_flag(t)]
+            rest = [t for t in tail[:cut] if not _is_global_flag(t)] + tail[cut:]
+            return head + moved + [token] + rest
+        if not token.startswith("-"):
+            break
+    return args
+
+
+def app_command_names() -> list[str]:
+    return [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The `dbgfwd` entry point: runs the command on a worker thread so that Ctrl-C, SIGTERM and SIGHUP
+    are served at any moment (see `dbgfwd.app.lifecycle`), and exits with the documented code."""
+    from dbgfwd import lifecycle
+
     args = sys.argv[1:] if argv is None else argv
+    sys.exit(lifecycle.run_command(lambda: _run(args)))
+
+
+def _run(args: list[str]) -> int:
+    """Run one command; every outcome becomes an exit code (DbgfwdError: one stderr line and its code)."""
+    from dbgfwd import lifecycle
+
     try:
-        app(args=args, prog_name="dbgfwd", standalone_mode=False)
+        returned = app(args=_hoist_global_options(args), prog_name="dbgfwd", standalone_mode=False)
     except DbgfwdError as exc:
+        if lifecycle.stop_requested():  # the failure is the interruption's doing (a socket closed under it)
+            return int(lifecycle.exit_code() or ExitCode.INTERRUPTED)
         if console.debug:
             console.traceback()
         console.error(exc.message, exc.hint)
-        sys.exit(int(exc.code))
+        return int(exc.code)
     except _NO_ARGS as exc:  # `dbgfwd` alone: help, exit 0... as click does
         console.err.print(exc.format_message() if hasattr(exc, "format_message") else str(exc))
-        sys.exit(int(ExitCode.USAGE))
+        return int(ExitCode.USAGE)
     except _USAGE as exc:
         cmd = exc.ctx.command_path if exc.ctx else "dbgfwd"
         console.error(exc.format_message(), f"see `{cmd} --help`")
-        sys.exit(int(ExitCode.USAGE))
+        return int(ExitCode.USAGE)
     except _EXIT as exc:
-        sys.exit(getattr(exc, "exit_code", 0))
-    except _ABORT:
-        console.error("interrupted")
-        sys.exit(int(ExitCode.INTERRUPTED))
-    except KeyboardInterrupt:
-        sys.exit(int(ExitCode.INTERRUPTED))
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except (_ABORT, KeyboardInterrupt):
+        return int(ExitCode.INTERRUPTED)
     except _CLICK as exc:
         console.error(exc.format_message())
-        sys.exit(int(ExitCode.USAGE))
+        return int(ExitCode.USAGE)
     except Exception as exc:  # a bug: one line unless --debug
+        if lifecycle.stop_requested():
+            return int(lifecycle.exit_code() or ExitCode.INTERRUPTED)
         if console.debug:
             console.traceback()
         console.error(f"unexpected {type(exc).__name__}: {exc}", "rerun with --debug and report it")
-        sys.exit(int(ExitCode.ERROR))
-    sys.exit(0)
+        return int(ExitCode.ERROR)
+    # typer under standalone_mode=False returns the code of an Abort/Exit it handled itself
+    return int(returned) if isinstance(returned, int) and not isinstance(returned, bool) else 0

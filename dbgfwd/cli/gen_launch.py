@@ -12,6 +12,7 @@ from dbgfwd.cli import options as o
 from dbgfwd.ui.console import console
 from dbgfwd.vscode import generate, plan_changes, render_diff, update_launch_json
 from dbgfwd.vscode.plan import PlanRequest, remember_ports
+from dbgfwd.vscode.writer import check_target
 
 HELP = (
     "Write one attach config per rank, a 'dbgfwd: all ranks' compound and its wait task into "
@@ -50,6 +51,7 @@ def gen_launch(
     req = app.GenLaunch(workspace=workspace, plan=plan, only=only_set, launch_json=launch_json,
                         local_root=local_root, remote_root=remote_root, just_my_code=just_my_code,
                         compounds=tuple(compound or ()), compound_per_node=compound_per_node, wait_task=wait_task)
+    check_target(req.path)
     entries = app.entries(req)
     options = app.launch_options(req, entries)
     path = req.path
@@ -79,10 +81,12 @@ def gen_launch(
 
 
 def _shown(path: Path) -> str:
+    """Relative to the current folder when it is inside it, else absolute (never ../../../..)."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def register(app: typer.Typer) -> None:

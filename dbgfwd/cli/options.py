@@ -57,6 +57,7 @@ def provider_option_params() -> list[inspect.Parameter]:
             params.append(inspect.Parameter(
                 opt.key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                 default=typer.Option(default, *opt.flags, help=opt.help, envvar=opt.envvar, metavar=opt.metavar,
+                                     min=opt.min,
                                      rich_help_panel=cls.title, show_default=opt.type is not bool and default is not None),
             ))
     return params
@@ -86,6 +87,10 @@ def rank_set(text: Optional[str]):
 
 
 def workspace_of(path: Optional[Path]) -> Path:
-    from dbgfwd.workspace.state import workspace_dir
+    """The workspace folder: --workspace, $DBGFWD_WORKSPACE, else the current folder. One that is named must
+    exist (a typo must not create a tree): NotFoundPathError otherwise."""
+    from dbgfwd.workspace.state import check_workspace, workspace_dir
 
-    return workspace_dir(path)
+    ws = workspace_dir(path)
+    check_workspace(ws)
+    return ws

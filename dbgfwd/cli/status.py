@@ -27,7 +27,10 @@ def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json) -> 
         console.emit_json(session.data)
         return
     d = session.data
-    console.print(rank_table([r.row for r in session.ranks], title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
+    console.print(rank_table([r.row for r in session.ranks],
+                             title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
+    if d.get("launch_json_problem"):
+        console.warn(str(d["launch_json_problem"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,9 +22,19 @@ def wait(
     Readiness comes from the attach process (markers and listening sockets read out of band);
     this command never connects to a debug port.
     """
+    from dbgfwd import lifecycle
     from dbgfwd.app.waiting import wait_ready
+    from dbgfwd.errors import DbgfwdError
 
-    rows = wait_ready(o.workspace_of(workspace), timeout, o.rank_set(ranks))
+    try:
+        rows = wait_ready(o.workspace_of(workspace), timeout, o.rank_set(ranks))
+    except DbgfwdError as exc:
+        if json_out:  # a script still gets a document saying why (the error line goes to stderr)
+            console.emit_json({"ready": False, "exit_code": int(exc.code), "error": exc.message,
+                               "ranks": getattr(exc, "rows", [])})
+        raise
+    if lifecycle.stop_requested():
+        return
     if json_out:
         console.emit_json({"ready": True, "ranks": rows})
     else:

@@ -51,6 +51,8 @@ class Engine:
         self._monitor = Monitor(self.table, provider, self.settings, self._planning, self._readiness,
                                 self._stop, self._kick)
         self.where = ""
+        self.notes: list[str] = []  # warnings for the user once the engine has started
+        self.problems: dict[str, str | None] = {}  # session-wide problems the live view shows (launch.json)
         self._started = False
         self._closed = False
 

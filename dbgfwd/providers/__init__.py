@@ -43,12 +43,28 @@ def all_classes() -> "list[type[Provider]]":
     return [load(n) for n in REGISTRY]
 
 
+def _reject_foreign_options(cls: "type[Provider]", config) -> None:
+    """An option of another provider given with --provider NAME is a mistake (`--provider ssh -l alice`
+    meant a login name, not a label selector): say so instead of ignoring it."""
+    own = {o.key for o in cls.options}
+    for other in all_classes():
+        if other is cls:
+            continue
+        for opt in other.options:
+            if opt.key in own or config.options.get(opt.key) in (None, (), False):
+                continue
+            raise UsageError(f"{'/'.join(opt.flags)} is an option of the {other.name} provider; the {cls.name} "
+                             "provider does not use it",
+                             hint=f"drop it, or see `dbgfwd attach --help` for the {cls.name} options")
+
+
 def choose(name: str | None, config) -> "type[Provider]":
     """The provider named, else the one the user's options/targets clearly mean, else `local`."""
     from dbgfwd.errors import ProviderUnavailable
 
     if name:
         cls = load(name)
+        _reject_foreign_options(cls, config)
     else:
         claimed = [c for c in all_classes() if c.claims(config)]
         if len(claimed) > 1:

@@ -69,6 +69,7 @@ class ProviderOption:
     multiple: bool = False  # may be repeated; the value is then a tuple
     envvar: str | None = None
     metavar: str | None = None
+    min: float | None = None  # smallest accepted value of an int/float option
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
+from dbgfwd.ui.console import clean
 from dbgfwd.ui.tables import rank_table
 
 
@@ -32,10 +33,15 @@ class LiveView:
         if self.console.err.is_terminal:
             from rich.live import Live
 
+            from rich.console import Group
+            from rich.text import Text
+
             with Live(rank_table([]), console=self.console.err, refresh_per_second=4, transient=False) as live:
                 while not self._stop.wait(0.25):
-                    live.update(rank_table([r.as_dict() for r in self._engine.snapshot()],
-                                           title="dbgfwd attach: Ctrl-C to stop"))
+                    problems = [Text(f"! {clean(p)}", style="yellow", overflow="fold")
+                                for p in self._engine.problems.values() if p]
+                    live.update(Group(rank_table([r.as_dict() for r in self._engine.snapshot()],
+                                                 title="dbgfwd attach: Ctrl-C to stop"), *problems))
             return
         last: dict = {}
         while True:

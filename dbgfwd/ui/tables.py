@@ -23,25 +23,87 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def rank_table(rows: Iterable[Mapping], title: str | None = None, show_traffic: bool = True) -> Table:
-    """`rows` are RankStatus.as_dict() / session.json rank entries."""
-    table = Table(title=Text(clean(title)) if title else None, title_justify="left", show_edge=False, pad_edge=False)
-    for col, justify in (("rank", "right"), ("target", "left"), ("local rank", "right"),
-                         ("remote", "right"), ("local", "right"), ("state", "left")):
-        table.add_column(col, justify=justify)
+# Columns in the order shown; the ones a narrow terminal drops first have the highest `drop` rank.
+# rank, local port and state are never dropped nor cut: they are what the user came for.
+_COLUMNS = (  # (name, justify, drop order: 0 = always kept)
+    ("rank", "right", 0), ("target", "left", 5), ("local rank", "right", 3), ("remote", "right", 4),
+    ("local", "right", 0), ("state", "left", 0), ("clients", "right", 2), ("traffic", "right", 1),
+)
+_GAP = 3  # " │ " between columns
+
+
+def _cells(r: Mapping, show_traffic: bool) -> dict[str, Text]:
+    state = str(r.get("state", ""))
+    # Every cell is plain Text: names and reasons come from servers and files, never markup.
+    cells = {"rank": str(r["rank"]), "target": str(r.get("target_name") or r.get("node", "")),
+             "local rank": str(r.get("local_rank", "")), "remote": str(r.get("remote_port", "")),
+             "local": f"127.0.0.1:{r['local_port']}"}
+    out = {k: Text(clean(v)) for k, v in cells.items()}
+    out["state"] = Text(clean(state), style=STATE_STYLES.get(state, ""))
     if show_traffic:
-        table.add_column("clients", justify="right")
-        table.add_column("traffic", justify="right")
-    table.add_column("detail", overflow="fold")
-    for r in rows:
-        state = str(r.get("state", ""))
-        # Every cell is plain Text: names and reasons come from servers and files, never markup.
-        cells = [str(r["rank"]), str(r.get("target_name") or r.get("node", "")), str(r.get("local_rank", "")),
-                 str(r.get("remote_port", "")), f"127.0.0.1:{r['local_port']}"]
-        row = [Text(clean(c)) for c in cells] + [Text(clean(state), style=STATE_STYLES.get(state, ""))]
-        if show_traffic:
-            row += [Text(str(r.get("clients", 0))),
-                    Text(f"{_size(r.get('bytes_up', 0))} / {_size(r.get('bytes_down', 0))}")]
-        row.append(Text(clean(r.get("reason") or "")))
-        table.add_row(*row)
-    return table
+        out["clients"] = Text(str(r.get("clients", 0)))
+        out["traffic"] = Text(f"{_size(r.get('bytes_up', 0))} / {_size(r.get('bytes_down', 0))}")
+    return out
+
+
+class RankTable:
+    """A rank table that fits the width it is drawn at: the less useful columns go first, the target name is
+    shortened with an ellipsis, and each rank's detail (a failure reason, in full) is printed below the
+    table when it does not fit beside it. Rank, local port and state are always whole."""
+
+    def __init__(self, rows: Iterable[Mapping], title: str | None = None, show_traffic: bool = True):
+        self.rows = [dict(r) for r in rows]
+        self.title = title
+        self.show_traffic = show_traffic
+
+    def _table(self, widths: dict[str, int], cells: list[dict[str, Text]], details: bool) -> Table:
+        table = Table(title=Text(clean(self.title)) if self.title else None, title_justify="left",
+                      show_edge=False, pad_edge=False)
+        for name, justify, _ in _COLUMNS:
+            if name in widths:
+                table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", width=widths[name])
+        if details:
+            table.add_column("detail", overflow="fold")
+        for row, c in zip(self.rows, cells):
+            line = [c[n] for n in widths]
+            if details:
+                line.append(Text(clean(row.get("reason") or "")))
+            table.add_row(*line)
+        return table
+
+    def __rich_console__(self, console, options):
+        width = options.max_width
+        cells = [_cells(r, self.show_traffic) for r in self.rows]
+        natural = {n: max([len(n)] + [c[n].cell_len for c in cells])
+                   for n, _, _ in _COLUMNS if self.show_traffic or n not in ("clients", "traffic")}
+
+        def need(cols: dict[str, int]) -> int:
+            return sum(cols.values()) + _GAP * (len(cols) - 1)
+
+        reasons = [r for r in self.rows if r.get("reason")]
+        longest = max((len(clean(r["reason"])) for r in reasons), default=0)
+        if need(natural) + (_GAP + longest if reasons else 0) <= width:
+            yield self._table(natural, cells, details=bool(reasons))
+            return
+        widths = dict(natural)
+        for name, _, _ in sorted((c for c in _COLUMNS if c[2]), key=lambda c: c[2]):
+            if name == "target":
+                break  # the target is shortened (with an ellipsis) rather than dropped
+            if need(widths) <= width:
+                break
+            widths.pop(name, None)
+        if need(widths) > width:
+            widths["target"] = max(6, widths["target"] - (need(widths) - width))
+        if need(widths) > width:  # very narrow: the local port alone (always on 127.0.0.1 anyway)
+            for c in cells:
+                c["local"] = Text(c["local"].plain.rsplit(":", 1)[-1])
+            widths["local"] = max(5, max(c["local"].cell_len for c in cells))
+            widths["target"] = max(4, widths["target"] - max(0, need(widths) - width))
+        yield self._table(widths, cells, details=False)
+        for r in reasons:  # in full, below: the reason is what the user needs to act on
+            yield Text(f"rank {r['rank']}: {clean(r['reason'])}", overflow="fold")
+
+
+def rank_table(rows: Iterable[Mapping], title: str | None = None, show_traffic: bool = True) -> RankTable:
+    """`rows` are RankStatus.as_dict() / session.json rank entries."""
+    return RankTable(rows, title, show_traffic)

@@ -50,4 +50,6 @@ class FileChange:
 
     @property
     def changed(self) -> bool:
+        if self.before is None and not self.after:
+            return False  # nothing to write where nothing was: never create an empty file
         return self.before != self.after

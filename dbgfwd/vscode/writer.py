@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from dbgfwd import templates
-from dbgfwd.errors import BadFileError, UntrustedPathError
-from dbgfwd.fsutil import atomic_write_bytes
+from dbgfwd.errors import BadFileError, NotFoundPathError, UntrustedPathError
+from dbgfwd.fsutil import Write, write_all
 from dbgfwd.vscode.edit import ListUpdate, merge_lists, render_document
 from dbgfwd.vscode.generate import Generated, generate, owns_launch_entry, owns_task
 from dbgfwd.vscode.jsonc import JsoncError, position
@@ -66,6 +66,16 @@ def resolve(path: Path) -> Path:
     return resolved
 
 
+def check_target(launch_path: Path) -> None:
+    """launch.json may go in an existing folder, or in a `.vscode/` dbgfwd creates inside an existing one;
+    a typo never grows a folder tree (NotFoundPathError, exit 8)."""
+    folder = Path(os.path.abspath(launch_path)).parent
+    if folder.is_dir() or (folder.name == ".vscode" and folder.parent.is_dir()):
+        return
+    raise NotFoundPathError(f"cannot write {launch_path}: the folder {folder} does not exist",
+                            hint="create it, or fix --launch-json / --workspace")
+
+
 def plan_changes(launch_path: Path, entries: Sequence[AttachEntry], options: LaunchOptions,
                  tasks_path: Path | None = None, generated: Generated | None = None) -> list[FileChange]:
     """The launch.json change and (when wait tasks are involved) the tasks.json change."""
@@ -98,18 +108,34 @@ def render_diff(changes: Sequence[FileChange]) -> str:
     return "".join(out)
 
 
-def _write(change: FileChange) -> Path | None:
-    """Write one change atomically; back the old file up first if it never was. Returns the backup."""
-    backup = None
+def _only_ours(text: str | None) -> bool:
+    """The file holds nothing of the user's (dbgfwd made it): no backup is due."""
+    from dbgfwd.vscode.jsonc import loads
+
+    if text is None or "//" in text or "/*" in text:
+        return False
+    try:
+        doc = loads(text)
+    except JsoncError:
+        return False
+    if not isinstance(doc, dict) or not set(doc) <= {"version", "configurations", "compounds", "tasks"}:
+        return False
+    items = [i for key in ("configurations", "compounds", "tasks") for i in (doc.get(key) or [])]
+    return all(owns_launch_entry(i) or owns_task(i) for i in items)
+
+
+def _writes(change: FileChange) -> list[Write]:
+    """The writes for one change: the file, preceded by a backup of the user's original the first time
+    (only of a file that existed and held something)."""
+    out = []
     mode = NEW_FILE_MODE
     if change.raw is not None:
         mode = stat.S_IMODE(change.path.stat().st_mode)
         candidate = change.path.with_name(change.path.name + BACKUP_SUFFIX)
-        if not candidate.exists():
-            atomic_write_bytes(candidate, change.raw, mode=0o600)
-            backup = candidate
-    atomic_write_bytes(change.path, change.after.encode("utf-8"), mode=mode)
-    return backup
+        if change.raw.strip() and not _only_ours(change.before) and not candidate.exists():
+            out.append(Write(candidate, change.raw, 0o600, None))
+    out.append(Write(change.path, change.after.encode("utf-8"), mode, change.raw))
+    return out
 
 
 def _unchanged_on_disk(change: FileChange) -> bool:
@@ -136,11 +162,13 @@ def update_launch_json(launch_path: Path, entries: Sequence[AttachEntry], option
     launch, tasks = changes[0], (changes[1] if len(changes) > 1 else None)
     backup = None
     if not dry_run:
-        # tasks.json first: a compound must never name a preLaunchTask that does not exist yet.
-        if tasks is not None and tasks.changed:
-            _write(tasks)
-        if launch.changed:
-            backup = _write(launch)
+        # tasks.json first: a compound must never name a preLaunchTask that does not exist yet. Both files
+        # or neither: a failed launch.json write puts tasks.json (and a new backup) back.
+        writes = (_writes(tasks) if tasks is not None and tasks.changed else []) + \
+            (_writes(launch) if launch.changed else [])
+        write_all(writes)
+        backup = next((w.path for w in writes if w.path.name.endswith(BACKUP_SUFFIX)
+                       and w.path.name.startswith(launch.path.name)), None)
     return WriteResult(path=launch.path, changed=launch.changed, backup=backup,
                        tasks_path=tasks.path if tasks is not None else None,
                        tasks_changed=bool(tasks and tasks.changed))

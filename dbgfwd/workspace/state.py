@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dbgfwd import envvars, platform
-from dbgfwd.errors import BadFileError, UntrustedPathError
+from dbgfwd.errors import BadFileError, NotFoundPathError, UntrustedPathError, WorkspaceBusy
 from dbgfwd.fsutil import atomic_write_text
 
 STATE_DIR = ".dbgfwd"
 SESSION_FILE = "session.json"
 PORTS_FILE = "ports.json"
+LOCK_FILE = "attach.lock"
 SESSION_VERSION = 1
 READY_STATES = ("ready", "connected")
 
@@ -46,10 +47,20 @@ def ports_path(workspace: Path) -> Path:
     return state_dir(workspace) / PORTS_FILE
 
 
+def check_workspace(workspace: Path) -> None:
+    """The workspace must exist (a typo must not create a folder tree) and be a folder."""
+    if not workspace.exists():
+        raise NotFoundPathError(f"workspace {workspace} does not exist",
+                                hint="create it, or pass an existing folder with --workspace")
+    if not workspace.is_dir():
+        raise NotFoundPathError(f"workspace {workspace} is not a folder", hint="pass a folder with --workspace")
+
+
 def ensure_state_dir(workspace: Path) -> None:
-    """Create .dbgfwd/ (0700) with a .gitignore so its files are never committed."""
+    """Create .dbgfwd/ (0700) with a .gitignore so its files are never committed. The workspace itself
+    must exist: only .dbgfwd/ is created."""
     d = state_dir(workspace)
-    d.parent.mkdir(parents=True, exist_ok=True)
+    check_workspace(workspace)
     try:
         os.mkdir(d, 0o700)
     except FileExistsError:
@@ -67,6 +78,89 @@ def ensure_state_dir(workspace: Path) -> None:
     gitignore = d / ".gitignore"
     if not gitignore.exists():
         atomic_write_text(gitignore, "*\n", mode=0o644)
+
+
+class WorkspaceLock:
+    """Held by the one `dbgfwd attach` of a workspace for its whole life: an flock on .dbgfwd/attach.lock,
+    which the kernel releases when the process ends however it ends (no stale pid file to trust)."""
+
+    def __init__(self, workspace: Path, fd: int):
+        self.workspace, self.fd = workspace, fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            try:
+                platform.unlock(fd)
+            finally:
+                os.close(fd)
+
+
+def _open_lock(workspace: Path, create: bool) -> int | None:
+    path = state_dir(workspace) / LOCK_FILE
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UntrustedPathError(f"{path} cannot be opened ({exc.strerror}); nothing was written",
+                                 hint="remove it; dbgfwd creates its own") from None
+    st = os.fstat(fd)
+    if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UntrustedPathError(f"{path} is not a file of yours; nothing was written",
+                                 hint="remove it; dbgfwd creates its own")
+    return fd
+
+
+def lock_workspace(workspace: Path, wait: float = 1.0) -> WorkspaceLock:
+    """Take the workspace's attach lock, or raise WorkspaceBusy naming the attach that holds it.
+    Waits up to `wait` seconds: a `status` probing the lock holds it for an instant."""
+    ensure_state_dir(workspace)
+    fd = _open_lock(workspace, create=True)
+    assert fd is not None
+    deadline = time.monotonic() + wait
+    while not platform.try_lock(fd):
+        if time.monotonic() >= deadline:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            who = f"pid {holder}" if holder else "another process"
+            raise WorkspaceBusy(f"another dbgfwd attach ({who}) already runs in {workspace}",
+                                hint="stop it first (Ctrl-C in its terminal), or attach from another "
+                                     "--workspace")
+        time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return WorkspaceLock(workspace, fd)
+
+
+def _lock_holder(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def attach_running(workspace: Path) -> int | None | bool:
+    """Whether an attach holds this workspace's lock: its pid (as it wrote it), False when none does,
+    None when this system cannot tell (no lock file support)."""
+    try:
+        fd = _open_lock(workspace, create=False)
+    except UntrustedPathError:
+        return False
+    if fd is None:
+        return False
+    try:
+        if platform.try_lock(fd, exclusive=False):
+            platform.unlock(fd)
+            return False
+        return _lock_holder(fd) or True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _redacted(value: Any) -> Any:
@@ -157,9 +251,13 @@ class Session:
         if self.data.get("uid") not in (None, os.getuid()):
             return False
         started = platform.process_start(pid)
-        if started is None:
-            return True  # not Linux: the pid is all there is to go on
-        return self.data.get("pid_start") == started
+        if started is not None and self.data.get("pid_start") != started:
+            return False
+        # The attach of this workspace holds its lock for its whole life, whatever pid the file names.
+        holder = attach_running(self.path.parent.parent)
+        if holder is None:
+            return True  # cannot tell: the pid is all there is to go on
+        return holder is not False and (holder is True or holder == pid)
 
     @property
     def ranks(self) -> list[SessionRank]:

@@ -63,3 +63,71 @@ def test_wait_command_prefers_this_installation(monkeypatch, tmp_path):
     assert session.wait_command() == "dbgfwd"
     monkeypatch.setenv("PATH", str(tmp_path))  # another dbgfwd, or none, on PATH
     assert session.wait_command() == f"{bin_dir / 'python'} -m dbgfwd"
+
+
+# ---- nothing half-written (hardening) ----
+
+def test_no_ranks_writes_no_file(tmp_path):
+    launch = tmp_path / ".vscode" / "launch.json"
+    w = LaunchWriter(AttachOptions(workspace=tmp_path, launch_json=launch), Console())
+    w([])
+    assert not launch.exists() and not (tmp_path / ".vscode" / "tasks.json").exists()
+
+
+def test_first_write_in_a_fresh_folder_makes_no_backup(tmp_path):
+    launch = tmp_path / ".vscode" / "launch.json"
+    w = LaunchWriter(AttachOptions(workspace=tmp_path, launch_json=launch), Console())
+    w([_status(0, 7000, None)])
+    w([_status(0, 7000, None), _status(1, 7001, None)])
+    assert sorted(p.name for p in launch.parent.iterdir()) == ["launch.json", "tasks.json"]
+
+
+def test_an_unparsable_launch_json_is_said_once_and_picked_up_when_fixed(tmp_path, capsys):
+    launch = tmp_path / ".vscode" / "launch.json"
+    launch.parent.mkdir()
+    launch.write_text('{"configurations": [ {"name": "mine",, } ]}')
+    problems = []
+    w = LaunchWriter(AttachOptions(workspace=tmp_path, launch_json=launch), Console(),
+                     on_problem=lambda: problems.append(w.problem))
+    w.RETRY = 0
+    w([_status(0, 7000, None)])
+    for _ in range(3):
+        w.retry()
+    err = capsys.readouterr().err
+    assert err.count("NOT updated") == 1 and "launch.json:1:" in err, err
+    assert problems == [w.problem] and "NOT updated" in w.problem
+    assert launch.read_text() == '{"configurations": [ {"name": "mine",, } ]}'  # untouched
+    launch.write_text('{"configurations": [ {"name": "mine"} ]}')
+    w.retry()
+    assert w.problem is None and problems[-1] is None
+    names = [c["name"] for c in json.loads(strip_jsonc(launch.read_text()))["configurations"]]
+    assert names[0] == "mine" and any(n.startswith("dbgfwd: rank 0") for n in names)
+    assert "writable again" in capsys.readouterr().err
+
+
+def test_launch_json_and_tasks_json_are_written_both_or_neither(tmp_path, monkeypatch):
+    """The rename of launch.json fails after tasks.json (and the backup) were put in place: both go back."""
+    import os
+
+    launch = tmp_path / ".vscode" / "launch.json"
+    launch.parent.mkdir()
+    original = '{"version": "0.2.0", "configurations": [{"name": "mine", "type": "debugpy"}]}\n'
+    launch.write_text(original)
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("launch.json"):
+            raise PermissionError(1, "Operation not permitted")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    w = LaunchWriter(AttachOptions(workspace=tmp_path, launch_json=launch), Console())
+    w.RETRY = 0
+    w([_status(0, 7000, None)])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert w.problem and "Operation not permitted" in w.problem
+    assert sorted(p.name for p in launch.parent.iterdir()) == ["launch.json"], list(launch.parent.iterdir())
+    assert launch.read_text() == original
+    w.retry()  # the next try succeeds: the failed write was not recorded as done
+    assert w.problem is None and "dbgfwd: rank 0" in launch.read_text()
+    assert (launch.parent / "launch.json.dbgfwd-backup").read_text() == original

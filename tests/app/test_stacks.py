@@ -220,4 +220,4 @@ def test_defaults_to_the_running_sessions_targets(four, tmp_path, port_block):
         assert res.returncode == 0, res.stderr
         assert [g["ranks"] for g in json.loads(res.stdout)["groups"]] == [[2], [0, 1, 3]]
     finally:
-        assert bg.stop() == 0, bg.output()
+        assert bg.stop() == 130, bg.output()

@@ -122,7 +122,7 @@ def test_wait_times_out_on_ranks_that_never_start(tmp_path, port_block):
         assert [r["state"] for r in st["ranks"]] == ["waiting", "waiting"]
         assert (tmp_path / ".dbgfwd" / "session.json").stat().st_mode & 0o777 == 0o600
     finally:
-        assert bg.stop() == 0, bg.output()
+        assert bg.stop() == 130, bg.output()
 
 
 def test_demo_runs_and_cleans_up(tmp_path):

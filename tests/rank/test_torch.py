@@ -86,7 +86,7 @@ def test_torchrun_job_attached_through_launch_json_survives_a_long_hold(tmp_path
         assert "Timed out" not in out
     finally:
         if bg is not None:
-            assert bg.stop() == 0, bg.output()
+            assert bg.stop() == 130, bg.output()
         job.stop()
 
 
@@ -131,5 +131,5 @@ def test_mpirun_ranks_are_read_from_open_mpi_and_debugged_through_forwards(tmp_p
         job.wait_steps(0, job.steps(0) + 10)
     finally:
         if bg is not None:
-            assert bg.stop() == 0, bg.output()
+            assert bg.stop() == 130, bg.output()
         job.stop()

@@ -8,6 +8,7 @@ which the tests use to point at loopback servers).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,11 @@ from dbgfwd.errors import AuthError, DbgfwdError, NotFoundError, ProviderUnavail
 
 log = logging.getLogger("dbgfwd.batch")
 
-_SSO_EXPIRED = ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError", "SSOError")
+_SSOREGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
+_EXPIRED = ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError", "SSOError")
 _DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
            "InvalidClientTokenId", "SignatureDoesNotMatch")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
 _EXPIRED = ("ExpiredToken", "ExpiredTokenException", "RequestExpired")
 
 
@@ -25,6 +28,7 @@ _EXPIRED = ("ExpiredToken", "ExpiredTokenException", "RequestExpired")
 class AwsContext:
     profile: str | None
     region: str | None
+    known_region: bool = True  # botocore's endpoint data lists it (False: a typo, or a very new region)
 
     def describe(self) -> str:
         return f"region {self.region or '?'}" + (f", profile {self.profile}" if self.profile else "")
@@ -53,7 +57,13 @@ class Clients:
         if not region:
             raise UsageError("no AWS region configured",
                              hint="pass --region, set AWS_REGION, or set region in ~/.aws/config")
-        self.ctx = AwsContext(profile, region)
+        if not REGION_RE.match(region):
+            raise UsageError(f"{region!r} is not an AWS region name",
+                             hint="pass --region like us-east-1 (or fix AWS_REGION / ~/.aws/config)")
+        known = set()
+        for partition in self._session.get_available_partitions():
+            known.update(self._session.get_available_regions("batch", partition))
+        self.ctx = AwsContext(profile, region, region in known)
         self._clients: dict[str, Any] = {}
         import threading
         self._lock = threading.Lock()
@@ -79,6 +89,9 @@ def translate(exc: BaseException, ctx: AwsContext, action: str, subject: str = "
     if name in _SSO_EXPIRED or isinstance(exc, getattr(be, "SSOTokenLoadError", ())):
         return AuthError(f"the AWS SSO session has expired ({ctx.describe()})",
                          hint=f"run `aws sso login{' --profile ' + ctx.profile if ctx.profile else ''}`")
+    if isinstance(exc, be.EndpointConnectionError) and not ctx.known_region:
+        return UsageError(f"unknown AWS region {ctx.region!r}: its endpoint for {action} cannot be reached",
+                          hint="check --region (e.g. us-east-1), AWS_REGION or ~/.aws/config")
     if isinstance(exc, (be.EndpointConnectionError, be.ConnectTimeoutError, be.ReadTimeoutError)):
         return UnreachableError(f"cannot reach the AWS API for {action} ({ctx.describe()})",
                                 hint="check network access / proxy settings to AWS")

@@ -42,16 +42,21 @@ class Route:
         return "AWS-StartPortForwardingSessionToRemoteHost" if self.host else "AWS-StartPortForwardingSession"
 
 
+def check_specs(specs: tuple[str, ...], queue: str | None) -> None:
+    """The job ids are checked before anything else (region, credentials): a typo is the user's to fix."""
+    for spec in specs:
+        if not looks_like_job_id(spec):
+            raise UsageError(f"{spec!r} is not an AWS Batch job id",
+                             hint="give <job uuid>, <uuid>:<index> (array child), <uuid>#<node> (MNP node), "
+                                  "or --queue QUEUE")
+    if not specs and not queue:
+        raise UsageError("no AWS Batch job given", hint="pass a job id, or --queue QUEUE [--job-name PATTERN]")
+
+
 class BatchDiscovery:
     def __init__(self, clients: Clients, specs: tuple[str, ...], queue: str | None, name_pattern: str | None,
                  ranks_per_node: int | None, kubernetes_available: bool):
-        for spec in specs:
-            if not looks_like_job_id(spec):
-                raise UsageError(f"{spec!r} is not an AWS Batch job id",
-                                 hint="give <job uuid>, <uuid>:<index> (array child), <uuid>#<node> (MNP node), "
-                                      "or --queue QUEUE")
-        if not specs and not queue:
-            raise UsageError("no AWS Batch job given", hint="pass a job id, or --queue QUEUE [--job-name PATTERN]")
+        check_specs(specs, queue)
         self.clients, self.specs, self.queue, self.pattern = clients, specs, queue, name_pattern
         self.rpn = ranks_per_node
         self.kubernetes_available = kubernetes_available

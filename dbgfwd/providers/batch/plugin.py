@@ -24,7 +24,9 @@ import subprocess
 import threading
 import time
 import uuid
+from typing import Callable
 
+from dbgfwd import lifecycle
 from dbgfwd.errors import DbgfwdError, ProviderUnavailable, UpstreamError
 from dbgfwd.providers.batch.aws import call
 from dbgfwd.providers.batch.ssm.session import port_request
@@ -60,6 +62,7 @@ class PluginSession:
         self._output: list[str] = []
         self._ready = threading.Event()
         self._reported_port: int | None = None
+        self._untrack: Callable[[], None] = lambda: None
 
     @property
     def alive(self) -> bool:
@@ -81,6 +84,7 @@ class PluginSession:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True, text=True,
                                      env={**os.environ, env_name: session_json})
+        self._untrack = lifecycle.track_child(self.proc)
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
@@ -132,6 +136,7 @@ class PluginSession:
                     break
                 except subprocess.TimeoutExpired:
                     continue
+        self._untrack()
         if self.session_id:
             try:
                 call(self.clients.ctx, "ssm:TerminateSession", self.clients("ssm").terminate_session,

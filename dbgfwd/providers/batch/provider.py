@@ -54,6 +54,8 @@ class BatchProvider(Provider):
             find_plugin()  # fails now, with the install hint, rather than at the first connection
         if config.opt("job_name") and not config.opt("queue"):
             raise UsageError("--job-name needs --queue", hint="add --queue QUEUE")
+        from dbgfwd.providers.batch.discovery import check_specs
+        check_specs(tuple(config.targets), config.opt("queue"))
         self.backend = backend
         self._clients = None
         self._discovery = None

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from dbgfwd.errors import AuthError, BadFileError, DbgfwdError, NotFoundError, UnreachableError, UsageError
+from dbgfwd.errors import (AuthError, BadFileError, DbgfwdError, NotFoundError, NotFoundPathError, UnreachableError,
+                           UsageError)
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
 
@@ -57,6 +58,9 @@ def http_error(status: int, body: Any, what: str, ref: ClusterRef, rbac: str) ->
     if status == 404:
         return NotFoundError(f"{what}: not found in {ref.where()}: {msg}",
                              hint="check the name and --namespace/--context")
+    if status in (400, 422):  # the request itself is wrong: a bad selector, name or field
+        return UsageError(f"{what}: the API server rejected the request: {msg or f'HTTP {status}'}",
+                          hint="check --selector/--field-selector and the names given (kubectl syntax)")
     return UnreachableError(f"{what} failed in {ref.where()}: HTTP {status} {msg}".rstrip(),
                             hint="check the API server's health, then retry")
 
@@ -91,7 +95,7 @@ class Cluster:
                                 hint="pass --kubeconfig, set KUBECONFIG, or log in (`oc login`, "
                                      "`kubectl config use-context`)")
         if kubeconfig and not os.path.exists(kubeconfig):
-            raise NotFoundError(f"kubeconfig {kubeconfig} does not exist", hint="check --kubeconfig")
+            raise NotFoundPathError(f"kubeconfig {kubeconfig} does not exist", hint="check --kubeconfig")
         try:
             contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
         except config.ConfigException as exc:

@@ -40,7 +40,7 @@ class KubernetesProvider(Provider):
         ProviderOption("container", ("--container",), "container the ranks run in (default: the pod's "
                        "default container)", metavar="NAME"),
         ProviderOption("ranks_per_pod", ("--ranks-per-pod",), "ranks per pod (default: read the rank "
-                       "markers through exec)", type=int, metavar="N"),
+                       "markers through exec)", type=int, metavar="N", min=1),
     )
 
     def __init__(self, config: ProviderConfig):

@@ -83,6 +83,10 @@ def handshake(exc: Exception, hop: HostSettings) -> DbgfwdError:
             f"ssh: authentication as {hop.user!r} to {hop.label} failed (tried {tried})",
             hint="load your key with `ssh-add`, set IdentityFile/User for the host in ~/.ssh/config, "
                  "or pass --identity / --ssh-user")
+    if isinstance(exc, paramiko.SSHException) and "authentication methods available" in str(exc):
+        return AuthError(
+            f"ssh: no usable key to log in to {hop.label} as {hop.user!r} (no ssh-agent keys, no key files found)",
+            hint="load your key with `ssh-add`, or pass --identity FILE (or set IdentityFile in ~/.ssh/config)")
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return UnreachableError(f"ssh: {hop.label} accepted TCP but did not complete the SSH handshake (timed out)",
                                 hint=_PORT_HINT)

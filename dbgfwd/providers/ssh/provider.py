@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dbgfwd.providers.ssh.targets as targets_mod
-from dbgfwd.errors import BadFileError, DbgfwdError, UnreachableError, UsageError
+from dbgfwd.errors import BadFileError, DbgfwdError, NotFoundPathError, UnreachableError, UsageError
 from dbgfwd.plan.layout import marker_ranks, node_ranks
 from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig, ProviderOption,
                                    Stream, Target)
@@ -47,12 +47,16 @@ class SshProvider(Provider):
                        "accept host keys missing from known_hosts WITHOUT checking them (changed keys are "
                        "still refused)", type=bool, default=False),
         ProviderOption("ssh_timeout", ("--ssh-timeout",), "seconds to wait for an SSH connection (default 10)",
-                       type=float, metavar="SECONDS"),
+                       type=float, metavar="SECONDS", min=0.1),
     )
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)
         self._specs = host_specs(config)
+        for key in config.opt("identity", ()):
+            if not Path(key).expanduser().is_file():
+                raise NotFoundPathError(f"--identity {key}: no such key file",
+                                        hint="give the path of your private key (as for ssh -i)")
         self._settings = None  # resolved lazily: reading ssh config can fail, and that is discover()'s job
         self._conns: dict = {}
         self._conns_lock = threading.Lock()

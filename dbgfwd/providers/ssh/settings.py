@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from dbgfwd.errors import BadFileError, UsageError
+from dbgfwd.errors import BadFileError, NotFoundPathError, UsageError
 from dbgfwd.providers.ssh.targets import HostSpec, parse_host_spec
 
 DEFAULT_CONFIG = "~/.ssh/config"
@@ -72,7 +72,7 @@ def load_config(path: str | None):
     target = Path(os.path.expanduser(path or DEFAULT_CONFIG))
     if not target.exists():
         if explicit:
-            raise UsageError(f"ssh config {target} does not exist", hint="fix the --ssh-config path")
+            raise NotFoundPathError(f"ssh config {target} does not exist", hint="fix the --ssh-config path")
         return paramiko.SSHConfig()
     try:
         return paramiko.SSHConfig.from_path(str(target))

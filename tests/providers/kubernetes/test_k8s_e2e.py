@@ -83,7 +83,7 @@ def test_pytorchjob_attach_all_ranks_and_pod_replacement(k8s, tmp_path, port_blo
         assert cli.launch_ports(ws / ".vscode" / "launch.json") == ports  # same local ports throughout
     finally:
         code = bg.stop()
-    assert code == 0, bg.output()[-2000:]
+    assert code == 130, bg.output()[-2000:]
     assert k8s.token not in bg.output()
     assert k8s.stats.violations == []
 
@@ -137,7 +137,7 @@ def test_websocket_cut_mid_transfer_no_corruption_and_recovery(k8s, tmp_path, po
                 echoed += chunk
             assert bytes(echoed) == blob
     finally:
-        assert bg.stop() == 0, bg.output()[-2000:]
+        assert bg.stop() == 130, bg.output()[-2000:]
 
 
 def test_auth_failures_exit_codes_and_states(k8s, tmp_path, port_block):
