@@ -10,12 +10,12 @@ from typing import Any, Mapping
 from dbgfwd import providers
 from dbgfwd.engine import Engine, EngineSettings, PlanSettings
 from dbgfwd.errors import AuthError, UsageError
-from dbgfwd.vscode.writer import check_target
-from dbgfwd.workspace.state import check_workspace
 from dbgfwd.plan.ports import default_local_base
 from dbgfwd.providers.base import Capability, ProviderConfig
 from dbgfwd.ui.console import Console
+from dbgfwd.vscode.writer import check_target
 from dbgfwd.workspace.ports import PortMemory
+from dbgfwd.workspace.state import check_workspace
 
 log = logging.getLogger("dbgfwd.session")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

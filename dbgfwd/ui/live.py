@@ -31,9 +31,8 @@ class LiveView:
         if self.console.json:
             return
         if self.console.err.is_terminal:
-            from rich.live import Live
-
             from rich.console import Group
+            from rich.live import Live
             from rich.text import Text
 
             with Live(rank_table([]), console=self.console.err, refresh_per_second=4, transient=False) as live:

@@ -16,8 +16,7 @@ from dbgfwd.errors import AuthError, DbgfwdError, NotFoundError, ProviderUnavail
 
 log = logging.getLogger("dbgfwd.batch")
 
-_SSOREGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
-_EXPIRED = ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError", "SSOError")
+_SSO_EXPIRED = ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError", "SSOError")
 _DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
            "InvalidClientTokenId", "SignatureDoesNotMatch")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
