@@ -147,21 +147,13 @@ def run_attach(opts: AttachOptions, console: Console,
                stop_event: threading.Event | None = None) -> Engine:
     """Run until SIGINT/SIGTERM/SIGHUP (or `duration`, or `stop_event`). Returns the stopped engine."""
     validate(opts, console)
-    lock = state.lock_workspace(opts.workspace)
-    try:
-        return _run_locked(opts, console, on_ready, stop_event)
-    finally:
-        lock.release()
-
-
-def _run_locked(opts: AttachOptions, console: Console, on_ready: Callable[[Engine], None] | None,
-                stop_event: threading.Event | None) -> Engine:
     engine_box: list[Engine] = []
     meta = {"provider": None, "targets_spec": list(opts.targets), "started": time.time(),
             "launch_json": str(opts.launch_json) if opts.launch_json else None,
             "workspace": str(opts.workspace), "base_port": opts.base_port, "ranks_per_node": opts.ranks_per_node,
             "provider_options": options_record(opts)}
     writer = SessionWriter(opts.workspace, lambda: engine_box[0] if engine_box else None, meta)
+
     def on_launch_problem() -> None:
         if engine_box:
             engine_box[0].problems["launch.json"] = launch.problem
@@ -169,10 +161,23 @@ def _run_locked(opts: AttachOptions, console: Console, on_ready: Callable[[Engin
 
     launch = LaunchWriter(opts, console, on_problem=on_launch_problem)
     writer.meta_source = lambda: {"launch_json_problem": launch.problem}
-    stop = stop_event or lifecycle.stop_event()
+    # The provider checks its options here, before anything is written to the workspace.
     engine = make_engine(opts, on_plan_change=launch, on_state_change=writer.mark)
     engine_box.append(engine)
     meta["provider"] = engine.provider.name
+    try:
+        lock = state.lock_workspace(opts.workspace)
+    except BaseException:
+        engine.stop()
+        raise
+    try:
+        return _serve(opts, console, engine, writer, launch, on_ready, stop_event or lifecycle.stop_event())
+    finally:
+        lock.release()
+
+
+def _serve(opts: AttachOptions, console: Console, engine: Engine, writer: SessionWriter, launch: LaunchWriter,
+           on_ready: Callable[[Engine], None] | None, stop: threading.Event) -> Engine:
     try:
         with lifecycle.on_abort(lambda: state.remove_session(opts.workspace)):
             with console.status(f"discovering ranks ({engine.provider.name})..."):

@@ -75,10 +75,16 @@ def clean(text: Any) -> str:
 
 class RedactingFormatter(logging.Formatter):
     """Redacts the whole formatted record: the filter cannot reach tracebacks (exc_info, stack_info),
-    whose exception messages may carry URLs or tokens. Control characters are neutralised too."""
+    whose exception messages may carry URLs or tokens. Control characters are neutralised too. Level names
+    are written as dbgfwd's own lines are ("warning", "error")."""
 
     def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        if self.verbose_tracebacks is False:
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
         return clean(redact(super().format(record)))
+
+    verbose_tracebacks: bool | None = None
 
 
 class Console:
@@ -104,16 +110,26 @@ class Console:
         if self._handler is not None:
             root.removeHandler(self._handler)
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(RedactingFormatter("dbgfwd: %(levelname)s %(name)s: %(message)s"))
+        # One line per problem in dbgfwd's words by default; where it came from at -v.
+        fmt = "dbgfwd: %(levelname)s: %(message)s" if self.verbosity == 0 else \
+            "dbgfwd: %(levelname)s %(name)s: %(message)s"
+        formatter = RedactingFormatter(fmt)
+        formatter.verbose_tracebacks = self.verbosity >= 1 or self.debug  # a traceback is a detail too
+        handler.setFormatter(formatter)
         handler.addFilter(_RedactingFilter())
         self._handler = handler
         root.addHandler(handler)
         level = logging.WARNING if self.verbosity == 0 else logging.INFO if self.verbosity == 1 else logging.DEBUG
         root.setLevel(logging.WARNING)
         logging.getLogger("dbgfwd").setLevel(level)
-        sdk_level = logging.DEBUG if self.verbosity >= 2 else logging.WARNING if self.verbosity else logging.ERROR
+        # The SDKs' own lines ("Secsh channel 3 open FAILED", tracebacks from their threads) are details:
+        # dbgfwd reports each problem itself. They show from -v on (errors) and -vv (everything).
+        sdk_level = logging.DEBUG if self.verbosity >= 2 else logging.ERROR if self.verbosity else logging.CRITICAL + 1
         for name in SDK_LOGGERS:
             logging.getLogger(name).setLevel(sdk_level)
+        # Python warnings (urllib3's InsecureRequestWarning with a site-packages path) become log records too.
+        logging.captureWarnings(True)
+        logging.getLogger("py.warnings").setLevel(logging.WARNING if self.verbosity >= 2 else logging.CRITICAL + 1)
 
     # ---- output ----
     def emit_json(self, obj: Any) -> None:

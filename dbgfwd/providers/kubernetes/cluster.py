@@ -91,7 +91,7 @@ class Cluster:
                         return fh.read().strip(), "in-cluster"
                 except OSError:
                     return None, "in-cluster"
-            raise NotFoundError(f"no kubeconfig found at {path}",
+            raise NotFoundPathError(f"no kubeconfig found at {path}",
                                 hint="pass --kubeconfig, set KUBECONFIG, or log in (`oc login`, "
                                      "`kubectl config use-context`)")
         if kubeconfig and not os.path.exists(kubeconfig):
@@ -119,6 +119,10 @@ class Cluster:
         except config.ConfigException as exc:
             raise BadFileError(first, f"context {chosen['name']}: {exc}",
                                hint="check the context's cluster and user entries") from None
+        if str(self.configuration.host).startswith("https") and not self.configuration.verify_ssl:
+            # Said once here, in our words; urllib3's per-request InsecureRequestWarning is silenced.
+            log.warning("the API server's TLS certificate is not checked (insecure-skip-tls-verify in context "
+                        "%s): anyone on the network path could read your token", chosen["name"])
         return (chosen.get("context") or {}).get("namespace"), chosen["name"]
 
     # ---- REST ----

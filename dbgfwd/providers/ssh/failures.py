@@ -25,7 +25,7 @@ class HostKeyPolicy:
     def missing_host_key(self, client, hostname, key):
         fp = fingerprint(key)
         if self.hop.accept_new_host_keys:
-            self.warn(f"WARNING: accepting UNVERIFIED host key {key.get_name()} {fp} of {hostname} "
+            self.warn(f"accepting UNVERIFIED host key {key.get_name()} {fp} of {hostname} "
                       "(--insecure-accept-new-host-keys); not saved to known_hosts")
             client.get_host_keys().add(hostname, key.get_name(), key)
             return

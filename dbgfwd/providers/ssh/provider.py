@@ -95,7 +95,7 @@ class SshProvider(Provider):
                 )
                 self._settings = resolve_all(self._specs, defaults)
                 if defaults.accept_new_host_keys:
-                    _warn("WARNING: --insecure-accept-new-host-keys: host keys missing from known_hosts are "
+                    _warn("--insecure-accept-new-host-keys: host keys missing from known_hosts are "
                           "accepted without verification; anyone on the path can impersonate those hosts")
                 for spec, settings in zip(self._specs, self._settings):
                     self._conns[spec.key] = HostConnection(spec.key, settings, warn=_warn)

@@ -229,3 +229,13 @@ def test_a_frame_that_is_not_base64_closes_the_stream_cleanly():
     assert server.recv(1) == b"\x88"  # a close frame went out...
     assert ours.fileno() == -1  # ...and the websocket is shut
     server.close()
+
+
+def test_a_selector_the_server_rejects_is_a_usage_error(k8s):
+    """The API server answers 400 to a bad label selector: the user's input is wrong, not the server."""
+    from dbgfwd.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        provider(k8s, selector="app in (a", namespace="ns").discover()
+    assert info.value.code == ExitCode.USAGE and "unable to parse" in info.value.message
+    assert "--selector" in info.value.hint

@@ -298,3 +298,20 @@ def test_exit_status_arriving_after_end_of_file_is_waited_for():
     never = LateStatusChannel()
     never._exit = lambda status: None  # no status at all: -1 once the deadline passes
     assert collect_output(never, time.monotonic() + 0.3) == (-1, "still here\n")
+
+
+def test_no_usable_key_is_an_authentication_problem(lab, tmp_path, monkeypatch):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    exc = _one_line(_fail(lab, tmp_path, "nokey", "h1", {"IdentityFile": tmp_path / "no_such_key",
+                                                         "IdentityAgent": "none"}))
+    assert isinstance(exc, AuthError) and exc.code == ExitCode.AUTH, exc
+    assert "no usable key" in exc.message and "ssh-add" in exc.hint and "--identity" in exc.hint
+
+
+def test_a_missing_identity_file_is_refused_up_front(lab, tmp_path):
+    from dbgfwd.errors import NotFoundPathError
+
+    config = config_with(lab, tmp_path / "ssh_config", {"h1": (lab.hosts["h1"], {})})
+    with pytest.raises(NotFoundPathError) as info:
+        make_provider(config, "h1", identity=(tmp_path / "id_typo",))
+    assert info.value.code == ExitCode.BAD_FILE and "id_typo" in info.value.message
