@@ -40,7 +40,7 @@ def test_forwards_and_ranks_listen_on_loopback_only(tmp_path, port_block):
     runtime = tmp_path / "run"
     base = port_block(2)
     rank = start_rank(write_program(tmp_path), 0, 0, runtime, base_port=base)
-    echo = EchoServer.start(rank=1, local_rank=1, marker_dir=runtime)
+    echo = EchoServer.start(port=base + 1, rank=1, local_rank=1, marker_dir=runtime)
     wait_for_markers(runtime, {0, 1}, procs=[rank])
     ws, bg = _attach(tmp_path, runtime, base)
     try:
@@ -62,8 +62,9 @@ def test_forwards_and_ranks_listen_on_loopback_only(tmp_path, port_block):
 
 def test_listening_beyond_loopback_needs_bind_and_warns(tmp_path, port_block):
     runtime = tmp_path / "run"
-    echo = EchoServer.start(rank=0, marker_dir=runtime)
-    ws, bg = _attach(tmp_path, runtime, port_block(1), "--bind", "0.0.0.0", "--no-launch-json")
+    base = port_block(1)
+    echo = EchoServer.start(port=base, rank=0, marker_dir=runtime)
+    ws, bg = _attach(tmp_path, runtime, base, "--bind", "0.0.0.0", "--no-launch-json")
     try:
         cli.wait_ready(ws, bg=bg)
         assert {ip for ip, _ in listening_addrs(bg.proc.pid)} == {"0.0.0.0"}
@@ -85,8 +86,8 @@ def test_rank_ports_see_connections_only_on_behalf_of_a_client(tmp_path, port_bl
     a client on one forward causes exactly one connection, to its own rank."""
     runtime = tmp_path / "run"
     logs = [tmp_path / f"accepts-{r}.log" for r in range(3)]
-    servers = [EchoServer.start(rank=r, marker_dir=runtime, accept_log=logs[r]) for r in range(3)]
-    base = port_block(1)
+    base = port_block(3)
+    servers = [EchoServer.start(port=base + r, rank=r, marker_dir=runtime, accept_log=logs[r]) for r in range(3)]
     ws, bg = _attach(tmp_path, runtime, base)
     try:
         cli.wait_ready(ws, bg=bg)
@@ -244,7 +245,8 @@ def _mode(path: Path) -> int:
 
 def test_state_files_and_backups_are_private(tmp_path, port_block):
     runtime = tmp_path / "run"
-    echo = EchoServer.start(rank=0, marker_dir=runtime)
+    base = port_block(1)
+    echo = EchoServer.start(port=base, rank=0, marker_dir=runtime)
     ws = tmp_path / "ws-attach"
     ws.mkdir()
     (ws / ".dbgfwd").mkdir(parents=True)
@@ -252,7 +254,7 @@ def test_state_files_and_backups_are_private(tmp_path, port_block):
     (ws / ".vscode").mkdir()
     (ws / ".vscode" / "launch.json").write_text(json.dumps(
         {"version": "0.2.0", "configurations": [{"name": "mine", "type": "debugpy", "request": "launch"}]}))
-    _, bg = _attach(tmp_path, runtime, port_block(1))
+    _, bg = _attach(tmp_path, runtime, base)
     try:
         cli.wait_ready(ws, bg=bg)
         assert _mode(ws / ".dbgfwd") == 0o700

@@ -81,7 +81,13 @@ def attach(
         from dbgfwd.app.discover import discover
         from dbgfwd.ui.listing import show_listing
 
-        show_listing(console, discover(opts, console))
+        from dbgfwd.errors import NotFoundError
+
+        found = discover(opts, console)
+        show_listing(console, found)
+        if not found.targets:
+            raise NotFoundError(f"nothing found: looked {found.where}",
+                                hint="start the ranks (dbgfwd-rank), or check the target spec and --base-port")
         return
     from dbgfwd.ui.live import LiveView
 

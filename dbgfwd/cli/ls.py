@@ -28,9 +28,15 @@ def ls(
     from dbgfwd.app.options import AttachOptions
     from dbgfwd.ui.listing import show_listing
 
-    show_listing(console, discover(AttachOptions(workspace=o.workspace_of(workspace), provider=provider,
-                                 targets=tuple(targets or ()), provider_options=provider_options or {},
-                                 base_port=base_port, ranks_per_node=ranks_per_node), console))
+    from dbgfwd.errors import NotFoundError
+
+    found = discover(AttachOptions(workspace=o.workspace_of(workspace), provider=provider,
+                                   targets=tuple(targets or ()), provider_options=provider_options or {},
+                                   base_port=base_port, ranks_per_node=ranks_per_node), console)
+    show_listing(console, found)
+    if not found.targets:  # a script can tell "nothing there" from "found": exit 3, after the JSON document
+        raise NotFoundError(f"nothing found: looked {found.where}",
+                            hint="start the ranks (dbgfwd-rank), or check the target spec and --base-port")
 
 
 def register(app: typer.Typer) -> None:

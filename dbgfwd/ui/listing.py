@@ -22,6 +22,8 @@ def show_listing(console: Console, found: Listing) -> None:
                       for s, _ in found.slots],
         })
         return
+    if not probed:
+        return  # the caller says "nothing found" as an error (exit 3), naming where it looked
     title = Text(clean(f"{found.provider}: looked {redact(found.where)}"))
     table = Table(title=title, title_justify="left", show_edge=False)
     for col in ("target", "index", "status", "ranks", "detail"):
@@ -31,5 +33,3 @@ def show_listing(console: Console, found: Listing) -> None:
         detail = redact(" ".join(f"{k}={v}" for k, v in t.detail.items()))
         table.add_row(*(Text(clean(c)) for c in (t.name, t.node_index, t.status, ranks, detail)))
     console.print(table)
-    if not probed:
-        console.info("nothing found")

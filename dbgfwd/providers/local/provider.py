@@ -8,6 +8,7 @@ a client that connected to the local forward.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -41,9 +42,19 @@ class LocalProvider(Provider):
     def _dir(self) -> Path:
         return self.config.opt("runtime_dir") or markers.runtime_dir()
 
+    def _probe(self) -> tuple[markers.ProbeResult, list[int]]:
+        """The probe, keeping only the markers of this job: ranks whose port is base + local rank for the
+        --base-port asked (another project's ranks in the same marker folder are not ours to forward).
+        Also the base ports of the other jobs seen there, for the message when none is ours."""
+        probe = markers.local_probe(self._dir())
+        base = self.config.base_port
+        mine = tuple(m for m in probe.markers if m.port - m.local_rank == base)
+        others = sorted({m.port - m.local_rank for m in probe.markers} - {base})
+        return dataclasses.replace(probe, markers=mine), others
+
     def discover(self) -> Discovery:
         directory = self._dir()
-        probe = markers.local_probe(directory)
+        probe, other_bases = self._probe()
         ranks = {r.rank: r for r in marker_ranks(probe.markers)}
         cwd = next((m.cwd for m in probe.markers if m.cwd), None)
         claimed = {m.port for m in probe.markers}
@@ -56,6 +67,9 @@ class LocalProvider(Provider):
                 ranks.setdefault(local_rank, RankInfo(local_rank, local_rank, port))
         where = (f"for rank markers in {directory} and debugpy listeners on 127.0.0.1:"
                  f"{self.config.base_port}-{self.config.base_port + PORT_SPAN - 1}")
+        if other_bases:
+            where += (f" (ranks of other jobs are there, with base port {', '.join(map(str, other_bases))}: "
+                      "pass --base-port to attach to one of them)")
         if not ranks:
             return Discovery(targets=(), where=where)
         target = Target(key="localhost", name="localhost", ranks=tuple(sorted(ranks.values(), key=lambda r: r.rank)),
@@ -63,7 +77,7 @@ class LocalProvider(Provider):
         return Discovery(targets=(target,), where=where)
 
     def probe(self, target: Target) -> markers.ProbeResult:
-        return markers.local_probe(self._dir())
+        return self._probe()[0]
 
     def open_stream(self, target: Target, port: int, timeout: float) -> Stream:
         try:

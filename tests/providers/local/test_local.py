@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
 import pytest
 
+from dbgfwd.errors import ExitCode
 from dbgfwd.rank import markers
 from tests.support import cli
 from tests.support.dap import debug_round
@@ -151,3 +153,24 @@ def test_plain_debugpy_listener_without_launcher_is_discovered(tmp_path, port_bl
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_only_the_ranks_of_the_asked_base_port_are_forwarded(tmp_path, port_block):
+    """Two projects' ranks share the user's marker folder: --base-port says which job is attached."""
+    runtime, program = tmp_path / "run", write_program(tmp_path)
+    mine, theirs = port_block(2), port_block(2, start=42000)
+    procs = [start_rank(program, r, r, runtime, base_port=mine, world_size=2) for r in range(2)]
+    procs.append(start_rank(program, 0, 0, runtime, base_port=theirs, world_size=1))
+    try:
+        wait_for_markers(runtime, {0, 1}, procs=procs)
+        cli.wait_for(lambda: len(markers.read_markers(runtime)) == 3, 60, "three markers")
+        res = cli.run("ls", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(mine), "--json")
+        assert res.returncode == 0, res.stderr
+        ports = sorted(r["remote_port"] for r in json.loads(res.stdout)["ranks"])
+        assert ports == [mine, mine + 1], res.stdout
+        res = cli.run("ls", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(mine + 500))
+        assert res.returncode == ExitCode.NOT_FOUND
+        assert f"base port {mine}, {theirs}" in res.stderr or f"base port {theirs}, {mine}" in res.stderr, res.stderr
+    finally:
+        for p in procs:
+            p.stop()
