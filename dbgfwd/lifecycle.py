@@ -145,6 +145,8 @@ def run_command(body: Callable[[], int]) -> int:
     def work() -> None:
         try:
             result.append(body())
+        except SystemExit as exc:  # shell completion and click's own exits end this way
+            result.append(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
         except BaseException:  # body maps every exception to a code; this is the last resort
             log.debug("command failed", exc_info=True)
             result.append(int(ExitCode.ERROR))

@@ -26,6 +26,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
+# Skip pip when this venv was already set up from the same pyproject.toml (demo.sh runs this every time).
+stamp=".venv/.dbgfwd-setup${extra:+-$extra}"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$PY" --version 2>&1)"
+mods="dbgfwd"; [ "$extra" = test ] && mods="dbgfwd torch pytest"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c 'import importlib.util as u, sys
+sys.exit(not all(u.find_spec(m) for m in sys.argv[1:]))' $mods 2>/dev/null; then
+  exit 0
+fi
 # pip's own chatter (build-backend notices, index warnings) only matters when it fails.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -42,3 +50,4 @@ if [ "$extra" = test ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   echo "dbgfwd: installing torch (CPU build) for the distributed-training tests..." >&2
   pip_quiet "torch==2.13.0+cpu" || pip_quiet torch
 fi
+echo "$want" > "$stamp"

@@ -31,6 +31,7 @@ class DemoOptions:
     base_port: int = 5678
     duration: float | None = None
     start_timeout: float = 60.0
+    keep: bool = False  # keep a temporary demo workspace after the demo (a --workspace given is always kept)
 
 
 def _free_base(start: int, count: int) -> int:
@@ -142,4 +143,7 @@ def run_demo(opts: DemoOptions, console: Console) -> Path:
     finally:
         stop_ranks(procs)
         shutil.rmtree(runtime, ignore_errors=True)
+        if opts.workspace is None and not opts.keep:
+            shutil.rmtree(ws, ignore_errors=True)  # demo folders must not pile up in /tmp
+            console.info(f"removed the demo workspace {ws} (pass --keep to keep it)")
     return ws

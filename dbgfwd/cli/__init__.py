@@ -33,11 +33,21 @@ Environment:
 {envvars.help_text()}
 """
 
-app = typer.Typer(
+class _App(typer.Typer):
+    """Every command's help groups its options under headings (see dbgfwd.cli.help)."""
+
+    def command(self, *args, **kwargs):
+        from dbgfwd.cli.help import GroupedCommand
+
+        kwargs.setdefault("cls", GroupedCommand)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     name="dbgfwd",
     help=HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,  # locals can hold tokens: never print them
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -147,11 +157,13 @@ def _run(args: list[str]) -> int:
         return int(ExitCode.USAGE)
     except _USAGE as exc:
         cmd = exc.ctx.command_path if exc.ctx else "dbgfwd"
-        console.error(exc.format_message(), f"see `{cmd} --help`")
+        from dbgfwd.cli.help import plain
+
+        console.error(plain(exc.format_message(), args), f"see `{cmd} --help`")
         return int(ExitCode.USAGE)
     except _EXIT as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
-    except (_ABORT, KeyboardInterrupt):
+    except _ABORT + (KeyboardInterrupt,):
         return int(ExitCode.INTERRUPTED)
     except _CLICK as exc:
         console.error(exc.format_message())

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from dbgfwd import envvars
+from dbgfwd.cli import complete
 from dbgfwd.cli import options as o
 from dbgfwd.ui.console import console
 
@@ -17,32 +18,32 @@ def attach(
     targets: Optional[List[str]] = typer.Argument(
         None, help="what to attach to: pod or workload (pytorchjob/NAME), [user@]host, Batch job id; "
                    "nothing = local ranks"),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p", envvar=envvars.PROVIDER,
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", envvar=envvars.PROVIDER, autocompletion=complete.providers,
                                            help="local, ssh, kubernetes or batch (default: inferred from the "
                                                 "options and targets, else local)"),
     base_port: int = o.BasePort,
     local_base_port: Optional[int] = o.LocalBasePort,
     ranks_per_node: Optional[int] = o.RanksPerNode,
     only: Optional[str] = o.Only,
-    expected: Optional[int] = typer.Option(None, "--ranks", min=1, metavar="N",
+    expected: Optional[int] = typer.Option(None, "--ranks", min=1, metavar="N", rich_help_panel=o.PORTS,
                                            help="plan N ranks now, before they have started"),
-    launch_json: Optional[Path] = typer.Option(None, "--launch-json", dir_okay=False,
+    launch_json: Optional[Path] = typer.Option(None, "--launch-json", dir_okay=False, rich_help_panel=o.VSCODE,
                                                help="launch.json to write (default: <workspace>/.vscode/launch.json)"),
-    no_launch_json: bool = typer.Option(False, "--no-launch-json", help="do not write launch.json"),
-    local_root: str = typer.Option("${workspaceFolder}", "--local-root",
+    no_launch_json: bool = typer.Option(False, "--no-launch-json", rich_help_panel=o.VSCODE, help="do not write launch.json"),
+    local_root: str = typer.Option("${workspaceFolder}", "--local-root", rich_help_panel=o.VSCODE,
                                    help="local source root for pathMappings"),
-    remote_root: Optional[str] = typer.Option(None, "--remote-root",
+    remote_root: Optional[str] = typer.Option(None, "--remote-root", rich_help_panel=o.VSCODE,
                                               help="source root on the ranks (default: inferred where possible)"),
-    just_my_code: bool = typer.Option(False, "--just-my-code", help="step only into your own code"),
-    allow_user: Optional[List[str]] = typer.Option(None, "--allow-user", metavar="USER",
+    just_my_code: bool = typer.Option(False, "--just-my-code", rich_help_panel=o.VSCODE, help="step only into your own code"),
+    allow_user: Optional[List[str]] = typer.Option(None, "--allow-user", metavar="USER", rich_help_panel=o.ACCESS,
                                                    help="also serve connections from this local user (name or "
                                                         "uid; repeatable). By default only your own processes "
                                                         "can use the forwards"),
-    allow_group: Optional[List[str]] = typer.Option(None, "--allow-group", metavar="GROUP",
+    allow_group: Optional[List[str]] = typer.Option(None, "--allow-group", metavar="GROUP", rich_help_panel=o.ACCESS,
                                                     help="also serve connections from members of this group"),
-    bind: str = typer.Option("127.0.0.1", "--bind", help="address the forwards listen on (only change this "
+    bind: str = typer.Option("127.0.0.1", "--bind", rich_help_panel=o.ACCESS, help="address the forwards listen on (only change this "
                                                           "if you know who can reach it)"),
-    client_wait: float = typer.Option(60.0, "--client-wait", min=0,
+    client_wait: float = typer.Option(60.0, "--client-wait", min=0, rich_help_panel=o.ACCESS,
                                       help="seconds a debugger connecting before its rank is up is held"),
     list_only: bool = typer.Option(False, "--list", help="show what would be forwarded and exit"),
     duration: Optional[float] = typer.Option(None, "--duration", min=0, hidden=True),

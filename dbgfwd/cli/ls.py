@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from dbgfwd import envvars
+from dbgfwd.cli import complete
 from dbgfwd.cli import options as o
 from dbgfwd.ui.console import console
 
@@ -15,7 +16,7 @@ from dbgfwd.ui.console import console
 @o.with_provider_options
 def ls(
     targets: Optional[List[str]] = typer.Argument(None, help="same target specs as `dbgfwd attach`"),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p", envvar=envvars.PROVIDER,
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", envvar=envvars.PROVIDER, autocompletion=complete.providers,
                                            help="local, ssh, kubernetes or batch (default: inferred)"),
     base_port: int = o.BasePort,
     ranks_per_node: Optional[int] = o.RanksPerNode,

@@ -22,15 +22,18 @@ def _json_mode(value: bool) -> bool:
 
 
 Json = typer.Option(False, "--json", callback=_json_mode, help="print machine-readable JSON on stdout")
-BasePort = typer.Option(5678, "--base-port", envvar=envvars.BASE_PORT, min=1, max=65535,
+PORTS = "Ports and ranks"
+VSCODE = "VS Code"
+ACCESS = "Who may connect"
+BasePort = typer.Option(5678, "--base-port", envvar=envvars.BASE_PORT, min=1, max=65535, rich_help_panel=PORTS,
                         help="remote debugpy port of local rank 0; rank r listens on base + local rank")
-LocalBasePort = typer.Option(None, "--local-base-port", min=1, max=65535,
+LocalBasePort = typer.Option(None, "--local-base-port", min=1, max=65535, rich_help_panel=PORTS,
                              help="local port of rank 0 (rank r gets local base + r when free); "
                                   "default: the base port (the local provider: base + 1000). "
                                   "When given, every such port must be free")
-RanksPerNode = typer.Option(None, "--ranks-per-node", min=1,
+RanksPerNode = typer.Option(None, "--ranks-per-node", min=1, rich_help_panel=PORTS,
                             help="ranks on each node/host/pod (default: read from the ranks' markers)")
-Only = typer.Option(None, "--only", metavar="RANKS", help="forward only these ranks, e.g. 0,2-3")
+Only = typer.Option(None, "--only", metavar="RANKS", rich_help_panel=PORTS, help="forward only these ranks, e.g. 0,2-3")
 
 
 def provider_option_params() -> list[inspect.Parameter]:
@@ -57,10 +60,18 @@ def provider_option_params() -> list[inspect.Parameter]:
             params.append(inspect.Parameter(
                 opt.key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                 default=typer.Option(default, *opt.flags, help=opt.help, envvar=opt.envvar, metavar=opt.metavar,
-                                     min=opt.min,
+                                     min=opt.min, autocompletion=_completer(opt.complete),
                                      rich_help_panel=cls.title, show_default=opt.type is not bool and default is not None),
             ))
     return params
+
+
+def _completer(name: str | None):
+    if not name:
+        return None
+    from dbgfwd.cli import complete
+
+    return getattr(complete, name)
 
 
 def with_provider_options(func: Callable) -> Callable:

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from dbgfwd import envvars
+from dbgfwd.cli import complete
 from dbgfwd.cli import options as o
 from dbgfwd.ui.console import console
 
@@ -16,7 +17,7 @@ from dbgfwd.ui.console import console
 def stacks(
     targets: Optional[List[str]] = typer.Argument(
         None, help="same target specs as `dbgfwd attach` (default: the running attach session's)"),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p", envvar=envvars.PROVIDER,
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", envvar=envvars.PROVIDER, autocompletion=complete.providers,
                                            help="local, ssh, kubernetes or batch (default: the session's, "
                                                 "else inferred)"),
     base_port: int = o.BasePort,

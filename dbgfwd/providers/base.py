@@ -70,6 +70,7 @@ class ProviderOption:
     envvar: str | None = None
     metavar: str | None = None
     min: float | None = None  # smallest accepted value of an int/float option
+    complete: str | None = None  # a completer in dbgfwd.cli.complete for shell completion of the value
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,12 @@ def test_demo_runs_and_cleans_up(tmp_path):
     assert cli.launch_ports(tmp_path / "demo" / ".vscode" / "launch.json") == {
         r["rank"]: r["local_port"] for r in data["ranks"]}
     assert not list((tmp_path / "demo" / ".dbgfwd").glob("run/rank-*.json"))
+
+
+def test_demo_removes_its_temporary_workspace_unless_kept(tmp_path):
+    for extra, left in (([], 0), (["--keep"], 1)):
+        res = cli.run("demo", "--ranks", "1", "--duration", "1", *extra, env={"TMPDIR": str(tmp_path)}, timeout=120)
+        assert res.returncode == 0, res.stderr
+        kept = list(tmp_path.glob("dbgfwd-demo-*"))
+        assert len(kept) == left, (extra, kept, res.stderr)
+    assert (kept[0] / ".vscode" / "launch.json").exists()

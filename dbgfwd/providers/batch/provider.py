@@ -33,7 +33,7 @@ class BatchProvider(Provider):
     keepalive_interval = 60.0
     options = (
         ProviderOption("profile", ("--profile",), "AWS profile (as the AWS CLI resolves it, SSO included)",
-                       metavar="NAME"),
+                       metavar="NAME", complete="aws_profiles"),
         ProviderOption("region", ("--region",), "AWS region (default: from the profile / AWS_REGION)",
                        metavar="REGION"),
         ProviderOption("queue", ("--queue",), "attach to the active jobs of this AWS Batch job queue",

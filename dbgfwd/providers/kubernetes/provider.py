@@ -31,8 +31,8 @@ class KubernetesProvider(Provider):
     keepalive_interval: ClassVar[float] = 20.0
     options = (
         ProviderOption("namespace", ("-n", "--namespace"), "namespace (OpenShift project) of the pods; "
-                       "default: the kubeconfig context's", metavar="NS"),
-        ProviderOption("context", ("--context",), "kubeconfig context to use", metavar="NAME"),
+                       "default: the kubeconfig context's", metavar="NS", complete="kube_namespaces"),
+        ProviderOption("context", ("--context",), "kubeconfig context to use", metavar="NAME", complete="kube_contexts"),
         ProviderOption("kubeconfig", ("--kubeconfig",), "kubeconfig file (default: $KUBECONFIG, "
                        "~/.kube/config)", metavar="PATH"),
         ProviderOption("selector", ("-l", "--selector"), "label selector for the pods, e.g. app=train",
