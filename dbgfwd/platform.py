@@ -88,3 +88,17 @@ def unlock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         return
     fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def peer_hung_up(sock: socket.socket) -> bool | None:
+    """Whether the peer of connected `sock` has shut down its sending side, even with unread bytes still
+    buffered (a client that sent a request and left). Linux tells this with POLLRDHUP; elsewhere None
+    (unknown: only an empty read says so, once the buffered bytes are consumed)."""
+    import select
+
+    rdhup = getattr(select, "POLLRDHUP", None)
+    if rdhup is None or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(sock.fileno(), rdhup | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(0))

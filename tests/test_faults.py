@@ -63,6 +63,20 @@ def _echo_transfer(port: int, data: bytes, timeout: float = 30.0) -> bytes:
         return bytes(got)
 
 
+def _echo_exact(port: int, data: bytes, timeout: float = 30.0) -> bytes:
+    """Like a debugger: send, read the whole answer, and only then close (never a half-close, which a
+    held client's forward takes for a client that left)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"E" + data)
+        got = bytearray()
+        while len(got) < len(data):
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        return bytes(got)
+
+
 def _complete_stream(port: int, size: int = 256 << 10) -> None:
     start = random.randrange(len(PAYLOAD) - size)
     data = PAYLOAD[start:start + size]
@@ -106,7 +120,7 @@ def test_upstream_killed_during_transfers_100_times(tmp_path, port_block):
             if i % 10 == 9:
                 # a client connecting while the rank is down is held and served once it is back
                 held: dict = {}
-                waiter = threading.Thread(target=lambda: held.update(got=_echo_transfer(local, PAYLOAD[:65536])))
+                waiter = threading.Thread(target=lambda: held.update(got=_echo_exact(local, PAYLOAD[:65536])))
                 waiter.start()
                 time.sleep(0.2)
                 server = EchoServer.start(port=port, rank=0, marker_dir=runtime)

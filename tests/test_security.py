@@ -109,6 +109,8 @@ def test_rank_ports_see_connections_only_on_behalf_of_a_client(tmp_path, port_bl
         assert [_accepts(p) for p in logs] == [0, 0, 0]
 
         local2 = cli.session(ws)["ranks"][2]["local_port"]
+        for _ in range(5):  # a port scanner (nc -z): connect and close on the forward, never a word
+            socket.create_connection(("127.0.0.1", local2), timeout=10).close()
         with socket.create_connection(("127.0.0.1", local2), timeout=10) as c:
             c.sendall(b"Eping")
             assert c.recv(4) == b"ping"
@@ -118,6 +120,40 @@ def test_rank_ports_see_connections_only_on_behalf_of_a_client(tmp_path, port_bl
         bg.stop()
         for s in servers:
             s.stop()
+
+
+def test_a_debugger_that_hung_up_while_held_never_reaches_the_rank_that_starts_later(tmp_path, port_block):
+    """The client sent its `initialize` and gave up while the rank was not up yet: when the rank starts,
+    nothing is opened to it on that client's behalf (its bytes are still buffered in our socket; only a
+    hang-up check tells). The next debugger is served."""
+    runtime = tmp_path / "run"
+    accepts = tmp_path / "accepts.log"
+    base = port_block(1)
+    ws, bg = _attach(tmp_path, runtime, base, "--ranks", "1", "--client-wait", "60")
+    server = None
+    try:
+        cli.wait_for(lambda: (ws / ".dbgfwd" / "session.json").exists(), what="session.json", timeout=30)
+        local = cli.session(ws)["ranks"][0]["local_port"]
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", local), timeout=10)
+            c.sendall(b"Eping")  # its first request, left unread: the rank is not there
+            cli.wait_for(lambda: cli.session(ws)["ranks"][0]["reason"], what="the client held")
+            c.close()  # ...and the debugger gives up
+        server = EchoServer.start(port=base, rank=0, marker_dir=runtime, accept_log=accepts)
+        cli.wait_ready(ws, bg=bg)
+        import time
+
+        time.sleep(2.0)  # the held clients' threads have seen the rank come up, and their hang-up
+        assert _accepts(accepts) == 0
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as c:
+            c.sendall(b"Eping")
+            assert c.recv(4) == b"ping"
+        time.sleep(0.5)
+        assert _accepts(accepts) == 1
+    finally:
+        bg.stop()
+        if server:
+            server.stop()
 
 
 # ---------------------------------------------------------------- secrets
@@ -198,7 +234,11 @@ def test_cli_never_shows_or_stores_secrets(tmp_path, verbosity):
         cli.wait_for(session.exists, what="session.json", timeout=30)
         local = cli.session(ws)["ranks"][0]["local_port"]
         with socket.create_connection(("127.0.0.1", local), timeout=10) as c:
-            c.recv(1)  # open_stream fails for good: the rank goes FAILED with the provider's message
+            c.sendall(b"Content-Length: 2\r\n\r\n{}")  # a debugger's first request opens the upstream...
+            try:
+                c.recv(1)  # ...which fails for good: the rank goes FAILED with the provider's message
+            except ConnectionResetError:
+                pass
         cli.wait_for(lambda: cli.session(ws)["ranks"][0]["state"] == "failed", what="rank failed", timeout=30)
         import time
 

@@ -17,7 +17,7 @@ from dbgfwd import platform
 from dbgfwd.engine.settings import EngineSettings
 from dbgfwd.engine.table import RankEntry, RankTable
 from dbgfwd.errors import UpstreamError
-from dbgfwd.net.listeners import client_gone
+from dbgfwd.net.listeners import client_gone, client_has_spoken, wait_readable
 from dbgfwd.net.relay import Relay
 from dbgfwd.providers.base import Provider
 
@@ -111,6 +111,15 @@ class Server:
                 if foreign is not None:
                     with self.table.lock:
                         rank.reason = f"port {port} is held by uid {foreign}, not by your rank: not connecting"
+                elif client_gone(client):
+                    return None  # it hung up (maybe with its request unread): nothing to open upstream for
+                elif not client_has_spoken(client):
+                    # Connected but silent so far: no upstream until it speaks (a DAP client's first
+                    # request follows its connect at once; a port scanner's close never reaches a rank).
+                    if time.monotonic() > deadline:
+                        return None
+                    wait_readable(client, min(0.5, max(0.0, deadline - time.monotonic())))
+                    continue
                 elif target is not None and target.running:
                     try:
                         return self.provider.open_stream(target, port, s.connect_timeout)
@@ -132,7 +141,7 @@ class Server:
                     with self.table.lock:
                         rank.reason = "waiting for the rank to start" if target is None else \
                             f"target {target.name} is {target.status}"
-                if not waiting:
+                if not waiting and client_has_spoken(client):
                     waiting = True
                     with self.table.lock:
                         rank.retrying += 1

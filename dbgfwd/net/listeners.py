@@ -11,11 +11,16 @@ import threading
 import time
 from typing import Callable
 
+from dbgfwd import platform
+
 log = logging.getLogger("dbgfwd.relay")
 
 
 def client_gone(sock: socket.socket) -> bool:
-    """True if the peer closed the connection (peeks without consuming the client's bytes)."""
+    """True if the peer closed the connection, or shut down its side, even when bytes it sent are still
+    unread (peeks, never consumes the client's bytes)."""
+    if platform.peer_hung_up(sock):
+        return True
     try:
         data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
@@ -23,6 +28,25 @@ def client_gone(sock: socket.socket) -> bool:
     except OSError:
         return True
     return data == b""
+
+
+def client_has_spoken(sock: socket.socket) -> bool:
+    """True once the client has sent its first bytes (a DAP client's `initialize`): only then is an
+    upstream opened for it. A port scanner's connect-and-close never reaches a rank."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError, OSError):
+        return False
+
+
+def wait_readable(sock: socket.socket, timeout: float) -> None:
+    """Block until `sock` has bytes or a hang-up to report, or `timeout` passes."""
+    import select
+
+    try:
+        select.select([sock], [], [], timeout)
+    except (OSError, ValueError):
+        pass
 
 
 def bind_listener(host: str, port: int, backlog: int = 64) -> socket.socket:
