@@ -47,10 +47,12 @@ class Monitor:
             if self._stop.is_set():
                 return
             now = time.monotonic()
+            discovered = False
             try:
                 if rediscover and now - last_discover >= discover_every:
                     last_discover = now
                     discovery = self.provider.discover()
+                    discovered = True
                     if self.planning.apply_targets(discovery.targets) or not self.table.settled():
                         discover_every = s.rediscover_interval
                     else:
@@ -59,7 +61,7 @@ class Monitor:
                 if now - last_keepalive >= self.provider.keepalive_interval:
                     last_keepalive = now
                     self.provider.keepalive()
-                if last_error is not None:
+                if last_error is not None and discovered:  # said only when discovery really ran again
                     log.warning("discovery works again (%s)", self.provider.name)
                     last_error = None
             except DbgfwdError as exc:

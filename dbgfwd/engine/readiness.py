@@ -82,6 +82,13 @@ class Readiness:
             self.table.probe_results.update({k: v for k, v in results.items() if v is not None})
             for r in self.table.ranks.values():
                 t = r.target
+                if t is not None and not t.running:
+                    changed |= _explain_down(r, t)
+                elif r.down_since is not None:  # back: the outage's reason goes with it
+                    r.down_since = None
+                    if not r.relays and not r.failed:
+                        r.reason = ""
+                    changed = True
                 if t is None or not t.running:
                     ready = False
                 elif not oob:
@@ -118,3 +125,18 @@ class Readiness:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _explain_down(r, t: Target) -> bool:
+    """A rank whose target is down (host unreachable, pod pending) says why and since when, also with no
+    client waiting: a 5-minute outage must not show an empty reason. True when the reason changed."""
+    if r.relays or r.failed:
+        return False
+    if r.down_since is None:
+        r.down_since = time.time()
+    since = time.strftime("%H:%M:%S", time.localtime(r.down_since))
+    reason = f"{t.name}: {t.status} (since {since}; dbgfwd keeps trying)"
+    if reason == r.reason:
+        return False
+    r.reason = reason
+    return True

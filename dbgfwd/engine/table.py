@@ -33,6 +33,8 @@ class RankEntry:
     clients: int = 0  # accepted connections being served (waiting or relayed)
     foreign_uid: int | None = None  # another user listens on the rank's port (the rank died): never connect
     wake_gen: int = 0  # bumped (under RankTable.wake) when a waiting client should retry now
+    last_root: str | None = None  # the source root last known: kept while its target is unreachable
+    down_since: float | None = None  # wall-clock time its target was first seen down (for the reason)
 
     @property
     def state(self) -> RankState:
@@ -50,12 +52,17 @@ class RankEntry:
         live_up = sum(rl.counters.up for rl in self.relays)
         live_down = sum(rl.counters.down for rl in self.relays)
         t = self.target
+        root = t.remote_root if t is not None else None
+        if root:
+            self.last_root = root
+        else:  # a host out of reach reports no root: launch.json keeps its pathMappings meanwhile
+            root = self.last_root
         return RankStatus(
             planned=self.planned, target_name=t.name if t else self.planned.node,
             target_status=t.status if t else "not found yet", state=self.state,
             reason=self.failed or self.reason, clients=len(self.relays), connections=self.connections,
             failures=self.failures, bytes_up=self.bytes_up + live_up, bytes_down=self.bytes_down + live_down,
-            remote_root=t.remote_root if t else None)
+            remote_root=root)
 
 
 class RankTable:

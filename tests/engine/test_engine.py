@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -239,4 +240,58 @@ def test_a_hung_probe_does_not_stall_rediscovery():
         assert _state(eng, 1).state == RankState.WAITING
     finally:
         release.set()
+        eng.stop()
+
+
+def test_an_unreachable_target_says_why_and_since_when_and_keeps_its_source_root():
+    """A host outage: every rank on it says so (no client waiting), and the rank's last known source root
+    stays (launch.json keeps its pathMappings), until the host is back."""
+    up = Target(key="h", name="h1", ranks=(RankInfo(0, 0, 1),), remote_root="/workspace")
+    prov = ScriptedProvider([up])
+    eng = _engine(prov)
+    eng.start()
+    try:
+        assert _state(eng).remote_root == "/workspace"
+        prov.targets = [replace(up, running=False, status="ssh: h1 is unreachable (timed out)", remote_root=None)]
+        assert _wait(lambda: "since" in _state(eng).reason)
+        s = _state(eng)
+        assert s.reason.startswith("h1: ssh: h1 is unreachable (timed out) (since ") and "keeps trying" in s.reason
+        assert s.remote_root == "/workspace"
+        prov.targets = [up]
+        assert _wait(lambda: _state(eng).reason == "")
+    finally:
+        eng.stop()
+
+
+def test_a_discovery_outage_is_logged_once_and_its_end_once(caplog):
+    from dbgfwd.errors import UnreachableError
+
+    class Flaky(ScriptedProvider):
+        down = False
+
+        def discover(self):
+            if self.down:
+                raise UnreachableError("the API server does not answer")
+            return super().discover()
+
+    prov = Flaky([Target(key="a", name="a", ranks=(RankInfo(0, 0, 1),))])
+    from tests.conftest import free_port_block
+
+    # Probes every 0.05 s, discovery every 0.3 s: most monitor passes do not run discovery.
+    settings = EngineSettings(poll_interval=0.05, hot_poll_interval=0.05, rediscover_interval=0.3,
+                              rediscover_max=0.3, backoff_initial=0.01, backoff_max=0.05)
+    eng = Engine(prov, PlanSettings(base_port=1, local_base_port=free_port_block(1, start=40000)), settings)
+    eng.start()
+    try:
+        with caplog.at_level("WARNING", logger="dbgfwd"):
+            prov.down = True
+            assert _wait(lambda: "does not answer" in _state(eng).reason)
+            time.sleep(1.0)  # many monitor passes (probes run) while discovery keeps failing
+            prov.down = False
+            assert _wait(lambda: "works again" in caplog.text)
+            time.sleep(0.5)
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("does not answer" in m for m in lines) == 1, lines
+        assert sum("works again" in m for m in lines) == 1, lines
+    finally:
         eng.stop()

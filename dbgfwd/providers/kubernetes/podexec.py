@@ -83,9 +83,10 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
                 out[channel] += payload
     finally:
         try:
-            ws.close(timeout=1)
+            ws.close(timeout=1)  # returns at once when the server's close was already answered...
         except Exception:
-            ws.shutdown()
+            pass
+        ws.shutdown()  # ...leaving the socket open (CLOSE-WAIT until garbage collection): close it always
     try:
         status = json.loads(bytes(out[STATUS]) or b"{}")
     except ValueError:

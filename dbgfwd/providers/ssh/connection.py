@@ -138,6 +138,10 @@ class HostConnection:
         if transport is not None:
             transport.close()
 
+    def _drop_if_dead(self, transport) -> None:
+        if transport is not None and not transport.is_active():
+            self.drop(transport)
+
     def close(self) -> None:
         self._closed.set()
         with self._lock:
@@ -175,9 +179,12 @@ class HostConnection:
         except paramiko.ChannelException as exc:
             raise failures.channel_refused(exc, self.settings, port) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.drop(transport)
-            raise UpstreamError(f"ssh: connection to {self.settings.alias} dropped while opening port "
-                                f"{port} ({failures.describe(exc)})", retryable=True) from None
+            # A timeout here is a timeout (a blip, a busy sshd), not a verdict on the connection: the
+            # keepalive watchdog gives that. Closing the shared transport would cut every debugger on
+            # the host. Only a transport already dead is let go, so the next use reconnects.
+            self._drop_if_dead(transport)
+            raise UpstreamError(f"ssh: opening port {port} on {self.settings.alias} failed "
+                                f"({failures.describe(exc)})", retryable=True) from None
         channel.settimeout(None)
         return channel
 
@@ -199,9 +206,9 @@ class HostConnection:
             raise UnreachableError(f"ssh: command on {self.settings.alias} did not finish in {timeout:g}s",
                                    hint="the host may be overloaded; dbgfwd retries") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.drop(transport)
-            raise UnreachableError(f"ssh: connection to {self.settings.alias} dropped "
-                                   f"({failures.describe(exc)})", hint="dbgfwd reconnects") from None
+            self._drop_if_dead(transport)  # a probe's timeout never takes the host's forwards down
+            raise UnreachableError(f"ssh: command on {self.settings.alias} failed ({failures.describe(exc)})",
+                                   hint="dbgfwd retries; the keepalive decides whether the host is gone") from None
 
 
 def collect_output(channel, deadline: float) -> tuple[int, str]:
@@ -285,7 +292,10 @@ def _handshake(hop: HostSettings, sock, timeout: float, warn: Callable[[str], No
         warn(f"ssh: identity file {missing} for {hop.alias} does not exist")
     try:
         client.connect(
-            hop.host_key_alias or hop.hostname, port=hop.port, username=hop.user, sock=sock,
+            # With `sock` given, paramiko uses hostname and port only to look the host key up, bracketing
+            # the name with a port that is not 22: a HostKeyAlias is looked up bare, as OpenSSH does.
+            hop.host_key_alias or hop.hostname, port=22 if hop.host_key_alias else hop.port, username=hop.user,
+            sock=sock,
             key_filename=identities or None, allow_agent=hop.use_agent,
             look_for_keys=not hop.identity_files, timeout=timeout, banner_timeout=timeout,
             auth_timeout=timeout, channel_timeout=timeout,

@@ -49,8 +49,11 @@ class HostSettings:
 
     @property
     def hostkey_name(self) -> str:
-        name = self.host_key_alias or self.hostname
-        return name if self.port == 22 else f"[{name}]:{self.port}"
+        """The name known_hosts is searched for, as OpenSSH does: HostKeyAlias as it is (whatever the port),
+        else the host name, bracketed with its port when that is not 22."""
+        if self.host_key_alias:
+            return self.host_key_alias
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
 @dataclass(frozen=True)

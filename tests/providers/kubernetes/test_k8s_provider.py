@@ -239,3 +239,24 @@ def test_a_selector_the_server_rejects_is_a_usage_error(k8s):
         provider(k8s, selector="app in (a", namespace="ns").discover()
     assert info.value.code == ExitCode.USAGE and "unable to parse" in info.value.message
     assert "--selector" in info.value.hint
+
+
+def test_probes_close_their_exec_sockets_without_waiting_for_garbage_collection(k8s):
+    """The server closes each exec websocket first; closing ours afterwards must still close the socket
+    (websocket-client's close() returns early once it answered the server's close)."""
+    import gc
+
+    k8s.add_pod("solo-0")
+    p = provider(k8s, "solo-0")
+    (target,) = p.discover().targets
+    p.probe(target)  # warm up: the API client's pool, the cluster's config
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    gc.disable()
+    try:
+        before = fds()
+        for _ in range(20):
+            p.probe(target)
+        assert fds() - before < 3, f"{fds() - before} sockets left open by 20 probes"
+    finally:
+        gc.enable()
+        p.close()

@@ -243,7 +243,7 @@ def test_ssh_agent_keys_are_used(lab, tmp_path, monkeypatch):
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         config = config_with(lab, tmp_path / "ssh_config", {
             "viaagent": (lab.hosts["h2"], {"IdentityFile": "none", "IdentitiesOnly": "no"})})
-        provider = make_provider(config, "viaagent", identity=(tmp_path / "absent",))
+        provider = make_provider(config, "viaagent")
         with lab.client.inside():
             target = provider.discover().targets[0]
         provider.close()
@@ -315,3 +315,18 @@ def test_a_missing_identity_file_is_refused_up_front(lab, tmp_path):
     with pytest.raises(NotFoundPathError) as info:
         make_provider(config, "h1", identity=(tmp_path / "id_typo",))
     assert info.value.code == ExitCode.BAD_FILE and "id_typo" in info.value.message
+
+
+def test_host_key_alias_is_looked_up_bare_whatever_the_port(lab, tmp_path):
+    """OpenSSH looks a HostKeyAlias up in known_hosts as it is, not as [alias]:port."""
+    known = tmp_path / "known_hosts"
+    known.write_text(f"train-node-alias {lab.keys.host_pub}\n")
+    config = config_with(lab, tmp_path / "ssh_config", {"aliased": (lab.hosts["h1"], {
+        "HostKeyAlias": "train-node-alias", "UserKnownHostsFile": known})})
+    provider = make_provider(config, "aliased")
+    try:
+        with lab.client.inside():
+            (target,) = provider.discover().targets
+        assert target.running, target.status
+    finally:
+        provider.close()
