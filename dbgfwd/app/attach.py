@@ -125,12 +125,16 @@ class SessionWriter:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._dirty.wait()
+            # Rewritten on every change, and at least every HEARTBEAT seconds: `status` and `wait` take a
+            # file that stopped being refreshed for an attach that is stopped (Ctrl-Z, a sleeping laptop).
+            self._dirty.wait(state.HEARTBEAT)
             if self._stop.is_set():
                 break
             self._dirty.clear()
             try:
                 self.write_now()
+            except DbgfwdError as exc:
+                log.warning("cannot write session state: %s", exc.message)
             except OSError as exc:
                 log.warning("cannot write session state: %s", exc)
             self._stop.wait(self.interval)
@@ -171,13 +175,13 @@ def run_attach(opts: AttachOptions, console: Console,
         engine.stop()
         raise
     try:
-        return _serve(opts, console, engine, writer, launch, on_ready, stop_event or lifecycle.stop_event())
+        return _serve(opts, console, engine, writer, launch, lock, on_ready, stop_event or lifecycle.stop_event())
     finally:
         lock.release()
 
 
 def _serve(opts: AttachOptions, console: Console, engine: Engine, writer: SessionWriter, launch: LaunchWriter,
-           on_ready: Callable[[Engine], None] | None, stop: threading.Event) -> Engine:
+           lock: state.WorkspaceLock, on_ready: Callable[[Engine], None] | None, stop: threading.Event) -> Engine:
     try:
         with lifecycle.on_abort(lambda: state.remove_session(opts.workspace)):
             with console.status(f"discovering ranks ({engine.provider.name})..."):
@@ -199,6 +203,8 @@ def _serve(opts: AttachOptions, console: Console, engine: Engine, writer: Sessio
                     break
                 stop.wait(0.5 if remaining is None else min(0.5, remaining))
                 launch.retry()
+                if lock.restore():  # .dbgfwd/ was removed under us: put the lock and the state back now
+                    writer.mark()
     finally:
         writer.stop()
         engine.stop()

@@ -27,13 +27,17 @@ def wait_ready(workspace: Path, timeout: float, ranks: frozenset[int] | None = N
                 if missing and not rows:
                     raise NotFoundError(f"the session has no ranks {sorted(missing)}",
                                         hint="check --ranks against `dbgfwd status`")
-            if rows and all(r.ready for r in rows):
+            if rows and all(r.ready for r in rows) and session.stale_for is None:
                 if ranks is None or {r.rank for r in rows} >= ranks:
                     return [dict(r.row) for r in rows]
         if time.monotonic() >= deadline:
             if session is None:
                 raise NoSessionError(f"no attach session appeared in {workspace} within {timeout:g}s",
                                      hint="start `dbgfwd attach` in this workspace")
+            if session.stale_for is not None:
+                raise WaitTimeout(f"the attach (pid {session.pid}) has not updated its state for "
+                                  f"{session.stale_for:.0f}s: it is stopped (Ctrl-Z, a suspended laptop) or hung",
+                                  hint="resume it (`fg`, or `kill -CONT` its pid) or restart it")
             waiting = [f"{r.rank}:{r.state}" for r in rows if not r.ready]
             exc = WaitTimeout(f"ranks not ready after {timeout:g}s: {', '.join(waiting[:16]) or 'none planned'}",
                               hint="see `dbgfwd status` for why")

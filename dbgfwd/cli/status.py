@@ -23,14 +23,19 @@ def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json) -> 
         stale = " (its attach process is gone)" if session is not None else ""
         raise NoSessionError(f"no running attach session in {ws}{stale}",
                              hint="start one with `dbgfwd attach`")
+    stale = session.stale_for
     if json_out:
-        console.emit_json(session.data)
-        return
-    d = session.data
-    console.print(rank_table([r.row for r in session.ranks],
-                             title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
-    if d.get("launch_json_problem"):
-        console.warn(str(d["launch_json_problem"]))
+        console.emit_json({**session.data, "stale_for": stale})
+    else:
+        d = session.data
+        console.print(rank_table([r.row for r in session.ranks],
+                                 title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
+        if d.get("launch_json_problem"):
+            console.warn(str(d["launch_json_problem"]))
+    if stale is not None:  # what the table shows is old news: say so, and do not exit 0
+        raise NoSessionError(f"the attach (pid {session.pid}) has not updated its state for {stale:.0f}s: it is "
+                             "stopped (Ctrl-Z, a suspended laptop) or hung, and its forwards do not answer",
+                             hint="resume it (`fg`, or `kill -CONT` its pid) or restart it")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ described by names, never by tokens or URLs with credentials.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import time
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dbgfwd import envvars, platform
-from dbgfwd.errors import BadFileError, NotFoundPathError, UntrustedPathError, WorkspaceBusy
+from dbgfwd.errors import BadFileError, DbgfwdError, NotFoundPathError, UntrustedPathError, WorkspaceBusy
 from dbgfwd.fsutil import atomic_write_text
+
+log = logging.getLogger("dbgfwd.session")
 
 STATE_DIR = ".dbgfwd"
 SESSION_FILE = "session.json"
@@ -26,6 +29,8 @@ PORTS_FILE = "ports.json"
 LOCK_FILE = "attach.lock"
 SESSION_VERSION = 1
 READY_STATES = ("ready", "connected")
+HEARTBEAT = 5.0  # attach rewrites session.json at least this often
+STALE_AFTER = 20.0  # a session file older than this belongs to an attach that is stopped or hung
 
 
 def workspace_dir(explicit: Path | None = None) -> Path:
@@ -86,6 +91,26 @@ class WorkspaceLock:
 
     def __init__(self, workspace: Path, fd: int):
         self.workspace, self.fd = workspace, fd
+
+    def restore(self) -> bool:
+        """Take the lock again if .dbgfwd/attach.lock was removed (rm -rf .dbgfwd mid-session): our flock
+        is on a file nobody can find any more. True when it was restored."""
+        path = state_dir(self.workspace) / LOCK_FILE
+        try:
+            if os.path.samestat(os.stat(path), os.fstat(self.fd)):
+                return False
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        try:
+            fresh = lock_workspace(self.workspace, wait=0)
+        except DbgfwdError as exc:
+            log.warning("the workspace state was removed and cannot be put back: %s", exc.message)
+            return False
+        old, self.fd = self.fd, fresh.fd
+        os.close(old)
+        return True
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -258,6 +283,16 @@ class Session:
         if holder is None:
             return True  # cannot tell: the pid is all there is to go on
         return holder is not False and (holder is True or holder == pid)
+
+    @property
+    def stale_for(self) -> float | None:
+        """Seconds since the attach last refreshed this file, when that is longer than it ever waits
+        (it is stopped or hung); None while it keeps it fresh."""
+        updated = self.data.get("updated")
+        if not isinstance(updated, (int, float)):
+            return None
+        age = time.time() - updated
+        return age if age > STALE_AFTER else None
 
     @property
     def ranks(self) -> list[SessionRank]:

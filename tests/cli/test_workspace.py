@@ -113,3 +113,42 @@ def test_an_immutable_launch_json_is_reported_and_nothing_else_is_written(tmp_pa
         assert sorted(p.name for p in (ws / ".vscode").iterdir()) == ["launch.json"]
     finally:
         _immutable(launch, False)
+
+
+def test_removing_the_state_folder_mid_session_is_repaired_at_once(tmp_path, port_block):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    bg = _attach(ws, "--base-port", str(port_block(2)), log=tmp_path / "attach.log")
+    try:
+        cli.wait_for(lambda: cli.run("status", "--workspace", str(ws)).returncode == 0, 30, "status")
+        first = cli.session(ws)["updated"]  # the heartbeat: refreshed with nothing changing
+        cli.wait_for(lambda: cli.session(ws)["updated"] > first, state.HEARTBEAT + 5, "a heartbeat")
+        shutil.rmtree(ws / ".dbgfwd")
+        # back within a second or two, with no state change needed; still this attach's
+        cli.wait_for(lambda: cli.run("status", "--workspace", str(ws)).returncode == 0, 5, "status again")
+        again = cli.run("attach", "--provider", "local", "--ranks", "1", "--workspace", str(ws), "--duration", "1")
+        assert again.returncode == ExitCode.BUSY, again.stderr
+    finally:
+        assert bg.stop() == ExitCode.INTERRUPTED, bg.output()
+
+
+def test_a_session_that_stopped_being_refreshed_is_not_reported_healthy(tmp_path):
+    """An attach stopped with SIGSTOP (a suspended laptop) keeps its pid and lock, but its state goes
+    stale: status and wait must not exit 0."""
+    lock = state.lock_workspace(tmp_path)  # this process plays the attach
+    try:
+        state.write_session(tmp_path, {"provider": "local", "ranks": [
+            {"rank": 0, "local_port": 40000, "local_rank": 0, "state": "ready", "target_name": "localhost"}]})
+        assert cli.run("status", "--workspace", str(tmp_path)).returncode == 0
+        assert cli.run("wait", "--timeout", "5", "--workspace", str(tmp_path)).returncode == 0
+        path = state.session_path(tmp_path)
+        data = json.loads(path.read_text())
+        data["updated"] -= state.STALE_AFTER + 10
+        path.write_text(json.dumps(data))
+        res = cli.run("status", "--workspace", str(tmp_path))
+        assert res.returncode == ExitCode.NO_SESSION and "has not updated its state" in res.stderr, res.stderr
+        assert "127.0.0.1:40000" in res.stdout  # the last known table is still shown
+        res = cli.run("wait", "--timeout", "1", "--workspace", str(tmp_path))
+        assert res.returncode == ExitCode.TIMEOUT and "stopped" in res.stderr, res.stderr
+    finally:
+        lock.release()
