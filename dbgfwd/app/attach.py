@@ -11,6 +11,7 @@ from typing import Callable
 from dbgfwd import lifecycle
 from dbgfwd.app.options import AttachOptions, make_engine, options_record, validate
 from dbgfwd.engine import Engine, RankStatus
+from dbgfwd.errors import DbgfwdError
 from dbgfwd.ui.console import Console
 from dbgfwd.vscode.tasks import task_workspace, wait_command
 from dbgfwd.workspace import state

@@ -2,8 +2,15 @@
 
 A relay copies bytes both ways between a local client socket and an upstream Stream with one
 blocking thread per direction: blocking sendall gives back-pressure for free, EOF on one side
-becomes a half-close (shutdown(SHUT_WR)) on the other, and an error on either side closes both.
+becomes a half-close (shutdown(SHUT_WR)) on the other, and an error on the upstream closes both.
 Idle relays cost nothing (threads parked in recv); idle listeners cost nothing (one selector thread).
+
+A client that vanishes (EOF or reset: the debugger crashed, the laptop slept) is never passed on to the
+rank as a vanished client: debugpy's adapter (1.8.x) exits for good, taking the rank's debug port with
+it, when its client's connection ends while a request is still unanswered (docs/debugpy.md). When the
+client's bytes were whole DAP messages, the relay detaches for it instead (a `disconnect` request that
+leaves the debuggee running), drops whatever the adapter still sends, and closes when the adapter ends
+the session (or stays idle for `linger` seconds). Other protocols get a half-close.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Callable
+
+from dbgfwd.net.dapframes import DapFramer, InFlight, disconnect_message
 
 log = logging.getLogger("dbgfwd.net.relay")
 
@@ -39,6 +49,15 @@ def _shutdown_write(sock) -> None:
         pass
 
 
+def _close_client(sock) -> None:
+    """Stop reading a client that is gone (wakes the other direction's recv), without closing its fd
+    under that thread: close() does that once both directions are done."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, EOFError, AttributeError):
+        pass
+
+
 def _close(sock) -> None:
     try:
         sock.close()
@@ -46,32 +65,42 @@ def _close(sock) -> None:
         pass
 
 
-def _copy(src, dst, counters: Counters, attr: str, buffer_size: int) -> bool:
-    """Copy until EOF (True) or error (False)."""
+SRC_EOF, SRC_ERROR, DST_ERROR = "eof", "source error", "destination error"
+
+
+def _copy(src, dst, counters: Counters, attr: str, buffer_size: int, watch=None) -> str:
+    """Copy until the source ends (SRC_EOF), fails (SRC_ERROR) or the destination fails (DST_ERROR).
+    `dst` None: read and drop (the client is gone; the upstream is drained). `watch` sees each chunk."""
     recv_into = getattr(src, "recv_into", None)
-    try:
-        # The zero-copy path reuses one buffer, so it is only safe when the destination is a real
-        # socket (sendall has copied into the kernel when it returns). A provider's own stream may
-        # keep what it is handed (queue it, slice it lazily): it gets immutable bytes instead.
-        if recv_into is not None and isinstance(src, socket.socket) and isinstance(dst, socket.socket):
-            buf = bytearray(buffer_size)
-            view = memoryview(buf)
-            while True:
+    # The zero-copy path reuses one buffer, so it is only safe when the destination is a real
+    # socket (sendall has copied into the kernel when it returns). A provider's own stream may
+    # keep what it is handed (queue it, slice it lazily): it gets immutable bytes instead.
+    zero_copy = recv_into is not None and isinstance(src, socket.socket) and \
+        (dst is None or isinstance(dst, socket.socket))
+    buf = bytearray(buffer_size) if zero_copy else None
+    view = memoryview(buf) if buf is not None else None
+    while True:
+        try:
+            if zero_copy:
                 n = recv_into(buf)
-                if not n:
-                    return True
-                dst.sendall(view[:n])
-                setattr(counters, attr, getattr(counters, attr) + n)
-        else:
-            while True:
+                data = view[:n]
+            else:
                 data = src.recv(buffer_size)
-                if not data:
-                    return True
+                n = len(data)
+        except (OSError, EOFError, ValueError) as exc:
+            log.debug("relay %s: source stopped: %s", attr, exc)
+            return SRC_ERROR
+        if not n:
+            return SRC_EOF
+        if watch is not None:
+            watch(data)
+        if dst is not None:
+            try:
                 dst.sendall(data)
-                setattr(counters, attr, getattr(counters, attr) + len(data))
-    except (OSError, EOFError, ValueError) as exc:
-        log.debug("relay %s stopped: %s", attr, exc)
-        return False
+            except (OSError, EOFError, ValueError) as exc:
+                log.debug("relay %s: destination stopped: %s", attr, exc)
+                return DST_ERROR
+        setattr(counters, attr, getattr(counters, attr) + n)
 
 
 class Relay:
@@ -89,6 +118,12 @@ class Relay:
         self._lock = threading.Lock()
         self._remaining = 2
         self._linger = linger
+        # DAP awareness, for a client that vanishes: where its messages end, and which of its requests
+        # the adapter has yet to answer (detach only once none is left).
+        self._inflight = InFlight()
+        self._framer = DapFramer(self._inflight.client_message)
+        self._answers = DapFramer(self._inflight.adapter_message)
+        self._detach: threading.Thread | None = None
 
     def run(self) -> None:
         """Run in the calling thread (client -> upstream) plus one helper thread (upstream -> client)."""
@@ -99,10 +134,22 @@ class Relay:
         t.join()
 
     def _direction(self, src, dst, attr: str) -> None:
-        clean = _copy(src, dst, self.counters, attr, self._buffer_size)
-        if clean:
+        watch = self._framer.feed if attr == "up" else self._answers.feed
+        outcome = _copy(src, dst, self.counters, attr, self._buffer_size, watch)
+        clean = True
+        if attr == "up" and outcome != DST_ERROR:
+            # The client ended (EOF) or vanished (reset): detach for it, or half-close; never slam.
+            self._client_gone(dst)
+        elif attr == "down" and outcome == DST_ERROR:
+            # The client is gone while the rank still talks: drain the upstream until it is done.
+            _close_client(self.client)
+            outcome = _copy(src, None, self.counters, attr, self._buffer_size, watch)
+            clean = outcome == SRC_EOF
+        elif outcome == SRC_EOF:
             _shutdown_write(dst)
         else:
+            clean = False  # the upstream failed: nothing left to protect
+        if not clean:
             self.close()
         with self._lock:
             self._remaining -= 1
@@ -111,6 +158,22 @@ class Relay:
             self.close()
         elif clean:
             self._arm_linger(self._progress())
+
+    def _client_gone(self, upstream) -> None:
+        """Detach for a vanished DAP client once the adapter has answered its last request (bounded by
+        `linger`); anything else gets a half-close."""
+        if not self._framer.at_boundary:
+            _shutdown_write(upstream)
+            return
+        deadline = time.monotonic() + self._linger
+        while self._inflight.pending and not self.closed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.closed:
+            return
+        try:
+            upstream.sendall(disconnect_message())
+        except (OSError, EOFError, ValueError):
+            _shutdown_write(upstream)
 
     def _progress(self) -> int:
         return self.counters.up + self.counters.down

@@ -140,6 +140,9 @@ def test_websocket_cut_mid_transfer_no_corruption_and_recovery(k8s, tmp_path, po
         assert bg.stop() == 130, bg.output()[-2000:]
 
 
+HELLO = b"Content-Length: 2\r\n\r\n{}"
+
+
 def test_auth_failures_exit_codes_and_states(k8s, tmp_path, port_block):
     k8s_jobs.echo_pod(k8s, "echo-0", "ml")
     bad = k8s.kubeconfig(tmp_path / "kc-bad", token="stale-oauth-token")
@@ -163,15 +166,19 @@ def test_auth_failures_exit_codes_and_states(k8s, tmp_path, port_block):
     try:
         cli.wait_ready(ws, 60, ranks="0", bg=bg)
         k8s.deny("create", "pods/portforward")
-        socket.create_connection(("127.0.0.1", base), timeout=10).close()
-        row = cli.wait_for(lambda: next((r for r in cli.session(ws)["ranks"]
-                                         if r["rank"] == 0 and r["state"] == "failed"), None), 30, "rank 0 to fail")
+        with socket.create_connection(("127.0.0.1", base), timeout=10) as c:
+            c.sendall(HELLO)  # a debugger's first request: only then is the upstream tried
+            row = cli.wait_for(lambda: next((r for r in cli.session(ws)["ranks"]
+                                             if r["rank"] == 0 and r["state"] == "failed"), None), 30,
+                               "rank 0 to fail")
         assert "pods/portforward" in row["reason"]
         k8s.denied.clear()
         k8s.token = "rotated"  # the session's token expires
-        socket.create_connection(("127.0.0.1", base + 1), timeout=10).close()
-        row = cli.wait_for(lambda: next((r for r in cli.session(ws)["ranks"]
-                                         if r["rank"] == 1 and r["state"] == "failed"), None), 30, "rank 1 to fail")
+        with socket.create_connection(("127.0.0.1", base + 1), timeout=10) as c:
+            c.sendall(HELLO)
+            row = cli.wait_for(lambda: next((r for r in cli.session(ws)["ranks"]
+                                             if r["rank"] == 1 and r["state"] == "failed"), None), 30,
+                               "rank 1 to fail")
         assert "expired" in row["reason"]
         state_text = (ws / ".dbgfwd" / "session.json").read_text()
         assert "test-token" not in state_text and "rotated" not in state_text

@@ -174,3 +174,44 @@ def test_only_the_ranks_of_the_asked_base_port_are_forwarded(tmp_path, port_bloc
     finally:
         for p in procs:
             p.stop()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+def test_a_debugger_vanishing_with_a_request_in_flight_does_not_kill_the_ranks_debugpy(tmp_path, port_block, reset):
+    """debugpy's adapter exits for good when its client is gone while it has an answer to deliver (the
+    rank keeps running, its debug port is dead). Through dbgfwd, a debugger that crashes mid-request
+    leaves the rank debuggable: the relay half-closes and drains instead of slamming the upstream."""
+    import struct
+
+    from tests.support.dap import DapClient
+
+    runtime, program = tmp_path / "run", write_program(tmp_path)
+    base = port_block(1)
+    rank = start_rank(program, 0, 0, runtime, base_port=base, world_size=1)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    wait_for_markers(runtime, {0}, procs=[rank])
+    bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(base),
+                        "--workspace", str(ws), log=tmp_path / "attach.log")
+    try:
+        cli.wait_ready(ws, bg=bg)
+        local = cli.launch_ports(ws / ".vscode" / "launch.json")[0]
+        for _ in range(2):
+            client = DapClient("127.0.0.1", local, timeout=30)
+            client.attach({str(program): [BREAK_LINE]})
+            thread = client.wait_stopped(30)["body"]["threadId"]
+            frame = client.top_frame(thread)["id"]
+            # A slow evaluate: its answer comes well after the client is gone, after a detach that did
+            # not wait for it would have ended the session (the interleaving that kills the adapter).
+            client.send_request("evaluate", {"expression": "__import__('time').sleep(1.5) or rank",
+                                             "frameId": frame, "context": "repl"})
+            time.sleep(0.2)  # on its way to the rank
+            if reset:
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.sock.close()  # gone, with its answer on the way
+            time.sleep(2.0)
+            assert rank.proc.poll() is None
+            assert debug_round("127.0.0.1", local, str(program), BREAK_LINE, "rank", timeout=30) == "0"
+    finally:
+        bg.stop()
+        rank.stop()

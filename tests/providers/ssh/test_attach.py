@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -130,6 +131,49 @@ def test_link_cut_while_idle(lab, attached):
     cli.wait_for(lambda: target_running(workspace, "node2"), timeout=60, what="node2 back")
     assert dap(lab, ports[3]) == "3"
     assert dap(lab, ports[2]) == "2"
+
+
+def test_a_30s_link_cut_keeps_a_stopped_debugger_and_the_ranks_debugpy(lab, tmp_path):
+    """The most common real fault: the laptop loses its network for 30 s while the user sits at a
+    breakpoint, with a request in flight. The keepalive allows ~45 s (OpenSSH's defaults, 15 s x 3): the
+    debugger stays connected, the request is answered once the link is back, and the rank's debugpy is
+    alive afterwards (a new session on the same port works)."""
+    config = config_with(lab, tmp_path / "ssh_config", {"node1": (lab.hosts["h1"], {}),
+                                                        "node2": (lab.hosts["h2"], {})})
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    run = Attach(lab, workspace, "node1", "node2", "--ssh-config", str(config))
+    h2 = lab.hosts["h2"]
+    try:
+        cli.wait_ready(workspace, timeout=60, bg=run)
+        ports = cli.launch_ports(workspace / ".vscode" / "launch.json")
+        with lab.client.inside():
+            client = DapClient("127.0.0.1", ports[2], timeout=90)
+        try:
+            client.attach({str(lab.program): [BREAK_LINE]})
+            thread = client.wait_stopped(60)["body"]["threadId"]
+            frame = client.top_frame(thread)["id"]
+            assert client.evaluate("rank", frame) == "2"
+            h2.cut()
+            try:
+                time.sleep(2)
+                pending = client.send_request("evaluate", {"expression": "rank * 10", "frameId": frame,
+                                                           "context": "repl"})  # in flight through the cut
+                time.sleep(28)
+                assert run.proc.poll() is None
+            finally:
+                h2.restore()
+            assert client.wait_response(pending, timeout=60)["body"]["result"] == "20"
+            assert client.evaluate("value", frame) == "207"
+            client.continue_(thread)
+        finally:
+            client.disconnect()
+        assert dap(lab, ports[2]) == "2"  # the rank's debugpy survived: a new session works
+        assert dap(lab, ports[3]) == "3"
+    finally:
+        code = run.stop()
+        print(run.output()[-3000:])
+    assert code == 130
 
 
 def test_stacks_of_every_rank_on_two_hosts_through_ssh_exec(lab, tmp_path):
