@@ -83,9 +83,12 @@ def test_proxycommand_with_proxyjump_is_refused_clearly(tmp_path):
         resolve(str(path), "a")
 
 
-def test_missing_explicit_config_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match="does not exist"):
+def test_missing_explicit_config_is_a_missing_file(tmp_path):
+    from dbgfwd.errors import ExitCode, NotFoundPathError
+
+    with pytest.raises(NotFoundPathError, match="does not exist") as info:
         resolve(str(tmp_path / "nope"), "a")
+    assert info.value.code == ExitCode.BAD_FILE  # one rule for every missing file: exit 8
 
 
 def test_unparseable_config_is_a_bad_file(tmp_path):
