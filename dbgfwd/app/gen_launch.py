@@ -20,7 +20,7 @@ class GenLaunch:
     launch_json: Path | None = None  # default <workspace>/.vscode/launch.json
     local_root: str = "${workspaceFolder}"
     remote_root: str | None = None
-    just_my_code: bool = False
+    just_my_code: bool | None = None  # None: leave it to the user's debugpy.debugJustMyCode setting
     compounds: tuple[str, ...] = ()  # rank sets as the user wrote them
     compound_per_node: bool = False
     wait_task: bool = True

@@ -35,7 +35,7 @@ class AttachOptions:
     launch_json: Path | None = None  # None: do not write launch.json
     local_root: str = "${workspaceFolder}"
     remote_root: str | None = None
-    just_my_code: bool = False
+    just_my_code: bool | None = None  # None: leave it to the user's debugpy.debugJustMyCode setting
     bind_host: str = "127.0.0.1"
     allow_users: tuple[str, ...] = ()  # other local users (names or uids) whose connections are served
     allow_groups: tuple[str, ...] = ()  # ... or every member of these groups

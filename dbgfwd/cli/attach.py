@@ -34,7 +34,10 @@ def attach(
                                    help="local source root for pathMappings"),
     remote_root: Optional[str] = typer.Option(None, "--remote-root", rich_help_panel=o.VSCODE,
                                               help="source root on the ranks (default: inferred where possible)"),
-    just_my_code: bool = typer.Option(False, "--just-my-code", rich_help_panel=o.VSCODE, help="step only into your own code"),
+    just_my_code: Optional[bool] = typer.Option(
+        None, "--just-my-code/--no-just-my-code", rich_help_panel=o.VSCODE,
+        help="write justMyCode into the attach configs (default: not written, so your VS Code setting "
+             "debugpy.debugJustMyCode applies)"),
     allow_user: Optional[List[str]] = typer.Option(None, "--allow-user", metavar="USER", rich_help_panel=o.ACCESS,
                                                    help="also serve connections from this local user (name or "
                                                         "uid; repeatable). By default only your own processes "

@@ -34,7 +34,10 @@ def gen_launch(
     local_root: str = typer.Option("${workspaceFolder}", "--local-root", help="local side of pathMappings"),
     remote_root: Optional[str] = typer.Option(
         None, "--remote-root", help="source root on the ranks (default: what attach inferred, else no mapping)"),
-    just_my_code: bool = typer.Option(False, "--just-my-code", help="step only into your own code"),
+    just_my_code: Optional[bool] = typer.Option(
+        None, "--just-my-code/--no-just-my-code",
+        help="write justMyCode into the attach configs (default: not written, so your VS Code setting "
+             "debugpy.debugJustMyCode applies)"),
     compound: Optional[List[str]] = typer.Option(None, "--compound", metavar="RANKS",
                                                  help="also a compound for these ranks, e.g. 0,1 (repeatable)"),
     compound_per_node: bool = typer.Option(False, "--compound-per-node", help="also one compound per node"),

@@ -22,6 +22,9 @@ MARKER_KEY = "dbgfwd"
 MARKER_VALUE = "managed"
 TASK_MARKER_ENV = "DBGFWD_MANAGED"
 RANK_ORDER_BASE = 10000  # rank configs sort after every compound in the "dbgfwd" group
+# Above this many ranks the per-rank configs are hidden from the debug dropdown (compounds still start
+# them, and the Run and Debug view still lists them): the dropdown shows the compounds, not 64 entries.
+HIDE_RANKS_ABOVE = 8
 
 
 def owns_launch_entry(value: Any) -> bool:
@@ -67,10 +70,22 @@ class Generated:
     tasks: list[dict]
 
     def as_dict(self) -> dict:
-        return {"configurations": self.configurations, "compounds": self.compounds, "tasks": self.tasks}
+        return {"ranks": endpoints(self.configurations), "configurations": self.configurations,
+                "compounds": self.compounds, "tasks": self.tasks}
 
 
-def attach_config(entry: AttachEntry, options: LaunchOptions) -> dict:
+def endpoints(configurations: list[dict]) -> list[dict]:
+    """Each rank's address and path mappings, for any editor or script (nvim-dap, a DAP client of one's own)."""
+    out = []
+    for c in configurations:
+        rank = c.get("name", "").split()[2] if c.get("name", "").startswith("dbgfwd: rank ") else None
+        out.append({"rank": int(rank) if rank and rank.isdigit() else None, "name": c.get("name"),
+                    "host": c["connect"]["host"], "port": c["connect"]["port"],
+                    "pathMappings": c.get("pathMappings", [])})
+    return out
+
+
+def attach_config(entry: AttachEntry, options: LaunchOptions, hidden: bool = False) -> dict:
     # The user's --remote-root wins; else the root attach inferred for this rank; else no mapping.
     remote_root = options.remote_root if options.remote_root is not None else entry.remote_root
     config = templates.load_json("attach.json", {
@@ -81,6 +96,10 @@ def attach_config(entry: AttachEntry, options: LaunchOptions) -> dict:
     if remote_root is None:
         # Without a known remote root the paths are the same on both sides, which is debugpy's default.
         config.pop("pathMappings", None)
+    if options.just_my_code is None:
+        config.pop("justMyCode", None)  # only when asked: the user's debugpy.debugJustMyCode setting applies
+    if hidden:
+        config["presentation"]["hidden"] = True
     config["presentation"][MARKER_KEY] = MARKER_VALUE
     return config
 
@@ -122,7 +141,7 @@ def _compound_sets(entries: Sequence[AttachEntry], options: LaunchOptions) -> li
         for e in entries:
             nodes.setdefault(e.node, []).append(e.rank)
         for node, ranks in nodes.items():
-            sets.append((f"dbgfwd: node {node}", _wait_label(ranks, present), ranks))
+            sets.append((f"dbgfwd: ranks {format_ranks(ranks)} ({node})", _wait_label(ranks, present), ranks))
     return sets
 
 
@@ -136,7 +155,8 @@ def generate(entries: Sequence[AttachEntry], options: LaunchOptions) -> Generate
     if not entries:
         return Generated([], [], [])
     names = {e.rank: config_name(e) for e in entries}
-    configurations = [attach_config(e, options) for e in entries]
+    hidden = len(entries) > HIDE_RANKS_ABOVE
+    configurations = [attach_config(e, options, hidden) for e in entries]
     compounds, tasks, labels = [], [], set()
     for order, (name, label, members) in enumerate(_compound_sets(entries, options)):
         compound = templates.load_json("compound.json", {

@@ -22,7 +22,7 @@ class AttachEntry:
 class LaunchOptions:
     local_root: str = "${workspaceFolder}"
     remote_root: str | None = None  # the user's explicit root, for every rank; None: each rank's inferred one
-    just_my_code: bool = False
+    just_my_code: bool | None = None  # None: not written, so the user's debugpy.debugJustMyCode setting applies
     compounds: tuple[tuple[int, ...], ...] = ()  # extra compounds, one per rank subset
     compound_per_node: bool = False
     wait_task: bool = True  # compounds get a preLaunchTask running `dbgfwd wait` (tasks.json)

@@ -22,7 +22,7 @@ def test_plan_from_the_command_line(tmp_path, port_block):
     assert [(c["name"], c["connect"]["port"]) for c in launch["configurations"]] == [
         ("dbgfwd: rank 1 (node0)", lb + 1), ("dbgfwd: rank 2 (node1)", lb + 2), ("dbgfwd: rank 3 (node1)", lb + 3)]
     assert [c["name"] for c in launch["compounds"]] == [
-        "dbgfwd: all ranks", "dbgfwd: ranks 1-2", "dbgfwd: node node0", "dbgfwd: node node1"]
+        "dbgfwd: all ranks", "dbgfwd: ranks 1-2", "dbgfwd: ranks 1 (node0)", "dbgfwd: ranks 2-3 (node1)"]
     tasks = loads((tmp_path / ".vscode" / "tasks.json").read_text())["tasks"]
     assert tasks[0]["args"][-3:] == ["wait", "--ranks", "1-3"]
     # `dbgfwd` when that is this installation on PATH, else this Python running the module.
@@ -107,7 +107,7 @@ def test_generated_config_hits_a_mapped_breakpoint_through_a_real_forward(tmp_pa
             client = DapClient(config["connect"]["host"], config["connect"]["port"], timeout=60)
             try:
                 client.attach({str(local_copy): [BREAK_LINE]}, path_mappings=mappings,
-                              just_my_code=config["justMyCode"])
+                              just_my_code=config.get("justMyCode", False))
                 thread = client.wait_stopped(60)["body"]["threadId"]
                 frame = client.top_frame(thread)
                 assert frame["line"] == BREAK_LINE and frame["source"]["path"] == str(local_copy)

@@ -135,7 +135,7 @@ def test_ownership_is_by_marker_not_by_name():
 
 
 def test_empty_plan_generates_nothing_and_duplicates_are_refused():
-    assert generate([], LaunchOptions()).as_dict() == {"configurations": [], "compounds": [], "tasks": []}
+    assert generate([], LaunchOptions()).as_dict() == {"ranks": [], "configurations": [], "compounds": [], "tasks": []}
     with pytest.raises(Exception, match="rank 1 appears more than once"):
         generate(entries(2) + entries(2)[1:], LaunchOptions())
 
@@ -148,3 +148,30 @@ def test_format_ranks(ranks, text):
 def test_goldens_are_jsonc_readable():
     for path in GOLDEN.glob("*.json"):
         loads(path.read_text())
+
+
+def test_just_my_code_is_written_only_when_asked():
+    """Unasked, the user's debugpy.debugJustMyCode setting applies: nothing is written over it."""
+    assert all("justMyCode" not in c for c in generate(entries(2), LaunchOptions()).configurations)
+    for asked in (True, False):
+        assert all(c["justMyCode"] is asked
+                   for c in generate(entries(2), LaunchOptions(just_my_code=asked)).configurations)
+
+
+def test_many_ranks_hide_their_configs_behind_the_compounds_and_nodes_are_named_for_people():
+    few = generate(entries(8), LaunchOptions())
+    assert not any(c["presentation"].get("hidden") for c in few.configurations)
+    many = generate(entries(9), LaunchOptions(compound_per_node=True))
+    assert all(c["presentation"]["hidden"] is True for c in many.configurations)
+    assert all(not c["presentation"].get("hidden") for c in many.compounds)  # compounds still start them
+    names = [c["name"] for c in many.compounds]
+    assert not any(" node " in n for n in names), names
+    assert any(n.startswith("dbgfwd: ranks ") and n.endswith(")") for n in names[1:]), names
+
+
+def test_json_output_names_every_endpoint_and_mapping():
+    doc = generate(entries(2), LaunchOptions(remote_root="/workspace")).as_dict()
+    assert [(r["rank"], r["host"], r["port"]) for r in doc["ranks"]] == [
+        (c["rank"] if "rank" in c else i, c2["connect"]["host"], c2["connect"]["port"])
+        for i, (c, c2) in enumerate(zip([{}, {}], doc["configurations"]))]
+    assert doc["ranks"][0]["pathMappings"][0]["remoteRoot"] == "/workspace"
