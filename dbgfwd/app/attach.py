@@ -92,6 +92,8 @@ class LaunchWriter:
             self.console.info(f"{self.path} is writable again: updated")
         if result.changed:
             self.console.info(f"wrote {len(entries)} attach configs to {self.path}")
+        for warning in result.warnings:
+            self.console.warn(warning)
 
 
 class SessionWriter:

@@ -69,6 +69,8 @@ def gen_launch(
         typer.echo(diff if diff else "no changes", nl=not diff)
         return
     result = update_launch_json(path, entries, options)
+    for warning in result.warnings:
+        console.warn(warning)
     if ranks is not None:
         remember_ports(workspace, entries)
     if not (result.changed or result.tasks_changed):

@@ -145,8 +145,24 @@ def _compound_sets(entries: Sequence[AttachEntry], options: LaunchOptions) -> li
     return sets
 
 
-def generate(entries: Sequence[AttachEntry], options: LaunchOptions) -> Generated:
-    """Every entry dbgfwd owns for this plan (nothing at all for an empty plan)."""
+def _unique(name: str, taken: frozenset[str]) -> str:
+    """`name`, unless one of the user's entries already has it: VS Code resolves compound members and
+    preLaunchTask by name, so a clash would run the user's entry from dbgfwd's compound."""
+    if name not in taken:
+        return name
+    n = 1
+    while True:
+        candidate = f"{name} [dbgfwd{'' if n == 1 else f' {n}'}]"
+        if candidate not in taken:
+            return candidate
+        n += 1
+
+
+def generate(entries: Sequence[AttachEntry], options: LaunchOptions, taken: frozenset[str] = frozenset(),
+             taken_labels: frozenset[str] = frozenset()) -> Generated:
+    """Every entry dbgfwd owns for this plan (nothing at all for an empty plan). `taken`: the names of the
+    user's configurations and compounds, `taken_labels`: the labels of the user's tasks; dbgfwd's own
+    names never equal one of them."""
     entries = sorted(entries, key=lambda e: e.rank)
     ranks = [e.rank for e in entries]
     if len(set(ranks)) != len(ranks):
@@ -154,11 +170,14 @@ def generate(entries: Sequence[AttachEntry], options: LaunchOptions) -> Generate
         raise UsageError(f"rank {format_ranks(dupes)} appears more than once in the plan")
     if not entries:
         return Generated([], [], [])
-    names = {e.rank: config_name(e) for e in entries}
+    names = {e.rank: _unique(config_name(e), taken) for e in entries}
     hidden = len(entries) > HIDE_RANKS_ABOVE
     configurations = [attach_config(e, options, hidden) for e in entries]
+    for config, e in zip(configurations, entries):
+        config["name"] = names[e.rank]
     compounds, tasks, labels = [], [], set()
     for order, (name, label, members) in enumerate(_compound_sets(entries, options)):
+        name, label = _unique(name, taken), _unique(label, taken_labels)
         compound = templates.load_json("compound.json", {
             "name": name, "configurations": [names[r] for r in members], "pre_launch_task": label,
             "order": order,

@@ -37,6 +37,7 @@ class WriteResult:
     backup: Path | None  # the backup made by this call (only the first time a file is modified)
     tasks_path: Path | None
     tasks_changed: bool
+    warnings: tuple[str, ...] = ()  # e.g. a user's compound naming configurations that are gone
 
 
 @dataclass(frozen=True)

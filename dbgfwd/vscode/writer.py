@@ -76,22 +76,67 @@ def check_target(launch_path: Path) -> None:
                             hint="create it, or fix --launch-json / --workspace")
 
 
+def _user_names(text: str | None, key: str, name_key: str, owned) -> frozenset[str]:
+    """The names (or labels) of the user's own entries under `key` (a file that does not parse: none;
+    the merge reports it)."""
+    from dbgfwd.vscode.jsonc import loads
+
+    if not text or not text.strip():
+        return frozenset()
+    try:
+        doc = loads(text)
+    except JsoncError:
+        return frozenset()
+    items = doc.get(key) if isinstance(doc, dict) else None
+    return frozenset(str(i[name_key]) for i in items or () if isinstance(i, dict) and not owned(i)
+                     and isinstance(i.get(name_key), str))
+
+
 def plan_changes(launch_path: Path, entries: Sequence[AttachEntry], options: LaunchOptions,
                  tasks_path: Path | None = None, generated: Generated | None = None) -> list[FileChange]:
     """The launch.json change and (when wait tasks are involved) the tasks.json change."""
-    gen = generated or generate(entries, options)
     given, launch_path = Path(os.path.abspath(launch_path)), resolve(launch_path)
     text, raw = _read(launch_path)
+    tasks_path = resolve(tasks_path or given.parent / "tasks.json")  # beside launch.json as named, not its target
+    ttext, traw = _read(tasks_path)
+    gen = generated or generate(
+        entries, options,
+        taken=_user_names(text, "configurations", "name", owns_launch_entry) |
+        _user_names(text, "compounds", "name", owns_launch_entry),
+        taken_labels=_user_names(ttext, "tasks", "label", owns_task))
     changes = [_merge(launch_path, text, raw, [
         ListUpdate("configurations", gen.configurations, owns_launch_entry),
         ListUpdate("compounds", gen.compounds, owns_launch_entry),
     ], "launch.json")]
-    tasks_path = resolve(tasks_path or given.parent / "tasks.json")  # beside launch.json as named, not its target
-    ttext, traw = _read(tasks_path)
     if gen.tasks or ttext is not None:  # also to remove tasks a previous run wrote
         changes.append(_merge(tasks_path, ttext, traw, [ListUpdate("tasks", gen.tasks, owns_task)],
                               "tasks.json"))
     return changes
+
+
+def dangling(change: FileChange) -> list[str]:
+    """One warning per user compound that names configurations the file no longer has (after dbgfwd
+    wrote fewer ranks): VS Code would fail at launch with "Could not find launch configuration"."""
+    from dbgfwd.vscode.jsonc import loads
+
+    try:
+        doc = loads(change.after)
+    except JsoncError:
+        return []
+    if not isinstance(doc, dict):
+        return []
+    names = {c.get("name") for c in doc.get("configurations") or () if isinstance(c, dict)}
+    out = []
+    for compound in doc.get("compounds") or ():
+        if not isinstance(compound, dict) or owns_launch_entry(compound):
+            continue
+        members = [m if isinstance(m, str) else (m.get("name") if isinstance(m, dict) else None)
+                   for m in compound.get("configurations") or ()]
+        missing = [m for m in members if m and m not in names]
+        if missing:
+            out.append(f"your compound {compound.get('name')!r} in {change.path} names configurations that no "
+                       f"longer exist: {', '.join(repr(m) for m in missing)}; VS Code will not start it")
+    return out
 
 
 def render_diff(changes: Sequence[FileChange]) -> str:
@@ -151,9 +196,8 @@ def update_launch_json(launch_path: Path, entries: Sequence[AttachEntry], option
 
     Raises BadFileError (nothing written) when a file does not parse.
     """
-    gen = generate(entries, options)
     for _attempt in range(_RETRIES):
-        changes = plan_changes(launch_path, entries, options, tasks_path, gen)
+        changes = plan_changes(launch_path, entries, options, tasks_path)
         if dry_run or all(_unchanged_on_disk(c) for c in changes if c.changed):
             break
     else:
@@ -170,5 +214,6 @@ def update_launch_json(launch_path: Path, entries: Sequence[AttachEntry], option
         backup = next((w.path for w in writes if w.path.name.endswith(BACKUP_SUFFIX)
                        and w.path.name.startswith(launch.path.name)), None)
     return WriteResult(path=launch.path, changed=launch.changed, backup=backup,
+                       warnings=tuple(dangling(launch)) if launch.changed else (),
                        tasks_path=tasks.path if tasks is not None else None,
                        tasks_changed=bool(tasks and tasks.changed))

@@ -16,6 +16,7 @@ from dbgfwd.vscode import (
     update_launch_json,
 )
 from dbgfwd.vscode.jsonc import loads, parse
+from dbgfwd.vscode.model import AttachEntry
 from dbgfwd.vscode.writer import BACKUP_SUFFIX
 from tests.vscode.conftest import entries, fixture_bytes
 
@@ -195,3 +196,41 @@ def test_not_utf8_is_refused_with_position(vscode_dir):
     with pytest.raises(BadFileError) as info:
         update_launch_json(path, entries(1), OPTS)
     assert (info.value.line, info.value.column) == (2, 15)
+
+
+def test_dbgfwd_names_never_collide_with_the_users_entries(tmp_path):
+    """VS Code resolves compound members and preLaunchTask by name: a user's entry named like one of
+    dbgfwd's would be run from dbgfwd's compound. dbgfwd's take another name; the user's are untouched."""
+    from dbgfwd.vscode.jsonc import loads as jloads
+
+    vscode = tmp_path / ".vscode"
+    vscode.mkdir()
+    launch, tasks = vscode / "launch.json", vscode / "tasks.json"
+    launch.write_text('{"configurations": [{"name": "dbgfwd: rank 0 (n)", "type": "python", "request": "launch"}],'
+                      ' "compounds": [{"name": "dbgfwd: all ranks", "configurations": []}]}')
+    tasks.write_text('{"version": "2.0.0", "tasks": [{"label": "dbgfwd: wait for all ranks", "command": "rm"}]}')
+    update_launch_json(launch, [AttachEntry(0, 7000, "n", 0), AttachEntry(1, 7001, "n", 1)], LaunchOptions())
+    doc, tdoc = jloads(launch.read_text()), jloads(tasks.read_text())
+    user_config, *ours = doc["configurations"]
+    assert user_config == {"name": "dbgfwd: rank 0 (n)", "type": "python", "request": "launch"}
+    assert [c["name"] for c in ours] == ["dbgfwd: rank 0 (n) [dbgfwd]", "dbgfwd: rank 1 (n)"]
+    compound = [c for c in doc["compounds"] if c["name"] != "dbgfwd: all ranks"][0]
+    assert compound["name"] == "dbgfwd: all ranks [dbgfwd]"
+    assert compound["configurations"] == ["dbgfwd: rank 0 (n) [dbgfwd]", "dbgfwd: rank 1 (n)"]
+    labels = [t["label"] for t in tdoc["tasks"]]
+    assert labels == ["dbgfwd: wait for all ranks", "dbgfwd: wait for all ranks [dbgfwd]"]
+    assert compound["preLaunchTask"] == "dbgfwd: wait for all ranks [dbgfwd]"
+
+
+def test_a_user_compound_left_naming_vanished_ranks_is_warned_about(tmp_path):
+    vscode = tmp_path / ".vscode"
+    vscode.mkdir()
+    launch = vscode / "launch.json"
+    update_launch_json(launch, [AttachEntry(r, 7000 + r, "n", r) for r in range(3)], LaunchOptions())
+    text = launch.read_text().replace('"compounds": [', '"compounds": [{"name": "mine: 1 and 2", '
+                                      '"configurations": ["dbgfwd: rank 1 (n)", "dbgfwd: rank 2 (n)"]},', 1)
+    launch.write_text(text)
+    result = update_launch_json(launch, [AttachEntry(r, 7000 + r, "n", r) for r in range(2)], LaunchOptions())
+    assert len(result.warnings) == 1
+    assert "'mine: 1 and 2'" in result.warnings[0] and "'dbgfwd: rank 2 (n)'" in result.warnings[0]
+    assert "rank 1" not in result.warnings[0].split("exist:")[1]
