@@ -13,7 +13,7 @@ from dbgfwd.app.options import AttachOptions, make_engine, options_record, valid
 from dbgfwd.engine import Engine, RankStatus
 from dbgfwd.errors import DbgfwdError
 from dbgfwd.ui.console import Console
-from dbgfwd.vscode.tasks import task_workspace, wait_command
+from dbgfwd.vscode.tasks import portability_warning, task_workspace, wait_command
 from dbgfwd.workspace import state
 
 log = logging.getLogger("dbgfwd.session")
@@ -37,6 +37,7 @@ class LaunchWriter:
         self._last: tuple | None = None  # what launch.json holds (as far as dbgfwd wrote it)
         self._pending: list | None = None  # what it should hold, not yet written
         self._next_try = 0.0
+        self._portability_said = False
         self._lock = threading.Lock()
 
     def __call__(self, ranks: list[RankStatus]) -> None:
@@ -92,6 +93,11 @@ class LaunchWriter:
             self.console.info(f"{self.path} is writable again: updated")
         if result.changed:
             self.console.info(f"wrote {len(entries)} attach configs to {self.path}")
+            if not self._portability_said:
+                self._portability_said = True
+                warning = portability_warning(wait_command())
+                if warning:
+                    self.console.warn(warning)
         for warning in result.warnings:
             self.console.warn(warning)
 

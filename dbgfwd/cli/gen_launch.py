@@ -71,6 +71,12 @@ def gen_launch(
     result = update_launch_json(path, entries, options)
     for warning in result.warnings:
         console.warn(warning)
+    if result.tasks_changed:
+        from dbgfwd.vscode.tasks import portability_warning
+
+        said = portability_warning(options.wait_command)
+        if said:
+            console.warn(said)
     if ranks is not None:
         remember_ports(workspace, entries)
     if not (result.changed or result.tasks_changed):

@@ -45,24 +45,28 @@ def test_state_changes_do_not_rewrite_launch_json(tmp_path):
 
 def test_task_workspace_only_when_outside(tmp_path):
     assert task_workspace(tmp_path / ".vscode" / "launch.json", tmp_path) is None
-    assert task_workspace(tmp_path / "x" / ".vscode" / "launch.json", tmp_path) == str(tmp_path.resolve())
+    # relative to VS Code's folder, so a shared or moved checkout still works
+    assert task_workspace(tmp_path / "x" / ".vscode" / "launch.json", tmp_path) == "${workspaceFolder}/.."
+    assert task_workspace(tmp_path / ".vscode" / "launch.json", tmp_path / "sub") == "${workspaceFolder}/sub"
 
 
-def test_wait_command_prefers_this_installation(monkeypatch, tmp_path):
+def test_wait_command_is_portable_when_dbgfwd_is_on_path_and_says_so_when_not(monkeypatch, tmp_path):
     import sys
 
     from dbgfwd.vscode import tasks as session
 
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
     (bin_dir / "dbgfwd").write_text("#!/bin/sh\n")
     (bin_dir / "dbgfwd").chmod(0o755)
-    (bin_dir / "python").symlink_to(sys.executable)  # a venv's python is a symlink elsewhere
-    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
     monkeypatch.setenv("PATH", str(bin_dir))
-    assert session.wait_command() == "dbgfwd"
-    monkeypatch.setenv("PATH", str(tmp_path))  # another dbgfwd, or none, on PATH
-    assert session.wait_command() == f"{bin_dir / 'python'} -m dbgfwd"
+    assert session.wait_command() == "dbgfwd"  # any dbgfwd on PATH: no absolute path in tasks.json
+    assert session.portability_warning("dbgfwd") is None
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    command = session.wait_command()
+    assert command.endswith(" -m dbgfwd") and sys.executable in command
+    warning = session.portability_warning(command)
+    assert "not on PATH" in warning and "pipx" in warning
 
 
 # ---- nothing half-written (hardening) ----
