@@ -18,6 +18,8 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.delenv("DBGFWD_WORKSPACE", raising=False)
     monkeypatch.delenv("DBGFWD_PROVIDER", raising=False)
     monkeypatch.delenv("DBGFWD_BASE_PORT", raising=False)
+    # dbgfwd installed and on PATH, as users have it (the wait task then runs plain `dbgfwd`)
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     yield
 
 

@@ -199,7 +199,9 @@ def _plan_list(sp: _Splice, text: str, arr: Node, update: ListUpdate, unit: str,
     blocks = [render(v, indent, unit, eol) for v in wanted]
     before = [k for k in kept if k < first_owned]
     after = [k for k in kept if k > first_owned]
-    if before:  # right after the user's element preceding ours
+    if before and _comment_after(sp, text, arr, before[-1], owned, kept, blocks, indent, eol):
+        pass  # the user's `// comment` after their element stays on its line (before ours)
+    elif before:  # right after the user's element preceding ours
         sp.insert(items[before[-1]].end, "".join("," + eol + indent + b for b in blocks))
     elif after:  # ours came first: put the block where the first of ours started
         at = items[first_owned].start
@@ -213,6 +215,33 @@ def _plan_list(sp: _Splice, text: str, arr: Node, update: ListUpdate, unit: str,
         closing = line_indent(text, arr.start)
         sp.insert(arr.close, "".join(eol + indent + b if k == 0 else "," + eol + indent + b
                                      for k, b in enumerate(blocks)) + eol + closing)
+
+
+def _comment_after(sp: _Splice, text: str, arr: Node, k: int, owned: list[bool], kept: list[int],
+                   blocks: list[str], indent: str, eol: str) -> bool:
+    """Insert `blocks` after the user's element `k` when a line comment follows it on its line
+    (`} // my last one`): the separating comma goes before the comment, ours after the end of that line, so
+    the comment stays with the element it was written for. False when there is no such comment."""
+    end = arr.items[k].end
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    rest = text[end:line_end].rstrip("\r")
+    m = re.match(r"[ \t]*(,?)[ \t]*//", rest)
+    if not m:
+        return False
+    n = len(arr.items)
+    comma = arr.commas[k] if k < len(arr.commas) else None
+    # A comma after the element survives unless dbgfwd's entries that followed it (and ended the list)
+    # are being deleted with it.
+    survives = comma is not None and not (k + 1 < n and all(owned[k + 1:]))
+    if comma is not None and comma >= line_end:
+        return False  # a comma on a later line: an unusual layout, left to the plain insertion
+    if not survives:
+        sp.insert(end, ",")
+    more_after = any(x > k for x in kept)
+    sp.insert(end + len(rest), "".join(eol + indent + b + ("," if i < len(blocks) - 1 or more_after else "")
+                                       for i, b in enumerate(blocks)))
+    return True
 
 
 def _has_comment(text: str, arr: Node) -> bool:

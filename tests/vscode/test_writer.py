@@ -234,3 +234,24 @@ def test_a_user_compound_left_naming_vanished_ranks_is_warned_about(tmp_path):
     assert len(result.warnings) == 1
     assert "'mine: 1 and 2'" in result.warnings[0] and "'dbgfwd: rank 2 (n)'" in result.warnings[0]
     assert "rank 1" not in result.warnings[0].split("exist:")[1]
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_a_comment_after_the_users_last_configuration_stays_on_its_line(tmp_path, eol):
+    vscode = tmp_path / ".vscode"
+    vscode.mkdir()
+    launch = vscode / "launch.json"
+    original = eol.join(['{', '    "version": "0.2.0",', '    "configurations": [', '        {',
+                         '            "name": "mine",', '            "type": "debugpy",',
+                         '            "request": "launch"', '        } // my last one', '    ]', '}', ''])
+    launch.write_bytes(original.encode())
+    for count in (2, 1, 3, 0):
+        update_launch_json(launch, [AttachEntry(r, 7000 + r, "n", r) for r in range(count)], LaunchOptions())
+        text = launch.read_bytes().decode()
+        lines = text.split(eol)
+        at = next(i for i, x in enumerate(lines) if "my last one" in x)
+        assert lines[at].strip() in ("} // my last one", "}, // my last one"), (count, lines[at])
+        assert '"name": "mine"' in "".join(lines[at - 4:at])  # still the line that closes the user's config
+        doc = loads(text)
+        assert [c["name"] for c in doc["configurations"]] == ["mine"] + [f"dbgfwd: rank {r} (n)" for r in range(count)]
+        assert "\r\n" not in text.replace(eol, "") if eol == "\n" else text.count("\n") == text.count("\r\n")
