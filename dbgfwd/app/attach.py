@@ -38,6 +38,7 @@ class LaunchWriter:
         self._pending: list | None = None  # what it should hold, not yet written
         self._next_try = 0.0
         self._portability_said = False
+        self._said: set[str] = set()
         self._lock = threading.Lock()
 
     def __call__(self, ranks: list[RankStatus]) -> None:
@@ -46,7 +47,8 @@ class LaunchWriter:
         from dbgfwd.vscode import AttachEntry
 
         entries = [AttachEntry(rank=r.planned.rank, local_port=r.planned.local_port, node=r.target_name,
-                               local_rank=r.planned.local_rank, remote_root=r.remote_root) for r in ranks]
+                               local_rank=r.planned.local_rank, remote_root=r.remote_root, program=r.program)
+                   for r in ranks]
         with self._lock:
             if tuple(entries) == self._last and self._pending is None:
                 return
@@ -100,6 +102,12 @@ class LaunchWriter:
                     self.console.warn(warning)
         for warning in result.warnings:
             self.console.warn(warning)
+        from dbgfwd.vscode.plan import binding_warnings
+
+        for warning in binding_warnings(entries, self.opts.workspace, self.opts.local_root, self.opts.remote_root):
+            if warning not in self._said:
+                self._said.add(warning)
+                self.console.warn(warning)
 
 
 class SessionWriter:

@@ -71,6 +71,10 @@ def gen_launch(
     result = update_launch_json(path, entries, options)
     for warning in result.warnings:
         console.warn(warning)
+    from dbgfwd.vscode.plan import binding_warnings
+
+    for warning in binding_warnings(entries, workspace, local_root, remote_root):
+        console.warn(warning)
     if result.tasks_changed:
         from dbgfwd.vscode.tasks import portability_warning
 

@@ -29,6 +29,8 @@ class Readiness:
         self.settings = settings
         self.planning = planning
         self._last_probe: dict[str, float] = {}
+        self._said: set = set()
+        self._roots_changed = False
         self._pool = ThreadPoolExecutor(max_workers=settings.probe_workers, thread_name_prefix="dbgfwd-probe")
 
     def _due(self, force: bool) -> list[Target]:
@@ -66,7 +68,11 @@ class Readiness:
                 log.warning("readiness probe of %s did not finish in %.0fs", key, self.settings.probe_timeout)
                 results[key] = None
             self._last_probe[key] = now
+        self._roots_changed = False
         changed, wake = self._fold(results, oob)
+        self._say_disagreements(results)
+        if self._roots_changed:  # a rank's own folder is its source root: launch.json follows
+            self.planning.plan_changed()
         if wake:
             self.table.wake_ranks(wake)  # their ranks are (back) up: the waiting clients retry now
         # Markers may reveal ranks not planned yet (a job still starting).
@@ -96,10 +102,15 @@ class Readiness:
                 elif t.key in results:
                     res = results[t.key]
                     if res is not None:
-                        # a rank that restarted on another port: follow it
                         for m in res.markers:
-                            if m.rank == r.planned.rank and m.port != r.planned.remote_port:
+                            if m.rank != r.planned.rank:
+                                continue
+                            if m.port != r.planned.remote_port:  # restarted on another port: follow it
                                 r.planned = replace(r.planned, remote_port=m.port)
+                            program = m.argv[0] if m.argv else None
+                            if m.cwd and (m.cwd, program) != (r.marker_cwd, r.program):
+                                r.marker_cwd, r.program = m.cwd, program
+                                changed = self._roots_changed = True
                         r.foreign_uid = res.foreign_listener(r.planned.remote_port)
                     ready = bool(res and res.port_ready(r.planned.remote_port))
                 else:
@@ -113,6 +124,17 @@ class Readiness:
                         r.reason = ""
                     changed = True
         return changed, wake
+
+    def _say_disagreements(self, results: dict) -> None:
+        """Ranks of one target running in different folders: each config maps its own, and the user is told
+        once (a mapping that fits some ranks only is a classic "breakpoints bind on rank 0 only")."""
+        for key, res in results.items():
+            cwds = sorted({m.cwd for m in getattr(res, "markers", ()) if m.cwd})
+            if len(cwds) > 1 and (key, tuple(cwds)) not in self._said:
+                self._said.add((key, tuple(cwds)))
+                t = self.table.targets.get(key)
+                log.warning("ranks on %s run in different folders (%s): each rank's attach config maps its own",
+                            t.name if t else key, ", ".join(cwds))
 
     def _probe_one(self, target: Target):
         try:

@@ -33,11 +33,12 @@ class RankStatus:
     bytes_up: int
     bytes_down: int
     remote_root: str | None
+    program: str | None = None  # what the rank runs, as its marker says (script path or module name)
 
     def as_dict(self) -> dict:
         d = self.planned.as_dict()
         d.update(state=self.state.value, reason=self.reason, clients=self.clients,
                  connections=self.connections, failures=self.failures, bytes_up=self.bytes_up,
                  bytes_down=self.bytes_down, target_name=self.target_name, target_status=self.target_status,
-                 remote_root=self.remote_root)
+                 remote_root=self.remote_root, program=self.program)
         return d

@@ -35,6 +35,8 @@ class RankEntry:
     wake_gen: int = 0  # bumped (under RankTable.wake) when a waiting client should retry now
     last_root: str | None = None  # the source root last known: kept while its target is unreachable
     down_since: float | None = None  # wall-clock time its target was first seen down (for the reason)
+    marker_cwd: str | None = None  # the rank's own working directory (its marker): the truest remote root
+    program: str | None = None  # what it runs (its marker's argv[0])
 
     @property
     def state(self) -> RankState:
@@ -52,7 +54,9 @@ class RankEntry:
         live_up = sum(rl.counters.up for rl in self.relays)
         live_down = sum(rl.counters.down for rl in self.relays)
         t = self.target
-        root = t.remote_root if t is not None else None
+        # The rank's own working directory beats its target's (a container's workingDir is where the image
+        # starts, not necessarily where the user ran `cd /workspace && torchrun train.py`).
+        root = self.marker_cwd or (t.remote_root if t is not None else None)
         if root:
             self.last_root = root
         else:  # a host out of reach reports no root: launch.json keeps its pathMappings meanwhile
@@ -62,7 +66,7 @@ class RankEntry:
             target_status=t.status if t else "not found yet", state=self.state,
             reason=self.failed or self.reason, clients=len(self.relays), connections=self.connections,
             failures=self.failures, bytes_up=self.bytes_up + live_up, bytes_down=self.bytes_down + live_down,
-            remote_root=root)
+            remote_root=root, program=self.program)
 
 
 class RankTable:

@@ -16,6 +16,7 @@ class AttachEntry:
     local_rank: int
     remote_root: str | None = None  # inferred for this rank (e.g. its working directory); LaunchOptions' wins
     host: str = "127.0.0.1"
+    program: str | None = None  # what the rank runs (its marker), to check that breakpoints will bind
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,23 @@ def entries_from_session(workspace: Path) -> list[AttachEntry] | None:
     if session is None:
         return None
     return [AttachEntry(rank=r.rank, local_port=r.local_port, node=r.node, local_rank=r.local_rank,
-                        remote_root=r.remote_root) for r in session.ranks]
+                        remote_root=r.remote_root,
+                        program=r.row.get("program") if isinstance(r.row.get("program"), str) else None)
+            for r in session.ranks]
+
+
+def binding_warnings(entries: list[AttachEntry], workspace: Path, local_root: str,
+                     remote_root: str | None) -> list[str]:
+    """Each distinct "breakpoints will not bind" problem of these ranks, once (see vscode.mapping)."""
+    from dbgfwd.vscode.mapping import check
+
+    out: list[str] = []
+    for e in entries:
+        said = check(workspace, local_root, remote_root if remote_root is not None else e.remote_root,
+                     e.remote_root, e.program)
+        if said and said not in out:
+            out.append(said)
+    return out
 
 
 @dataclass(frozen=True)

@@ -295,3 +295,36 @@ def test_a_discovery_outage_is_logged_once_and_its_end_once(caplog):
         assert sum("works again" in m for m in lines) == 1, lines
     finally:
         eng.stop()
+
+
+def test_a_ranks_own_working_directory_beats_its_targets_and_disagreement_is_said(caplog):
+    """A container's workingDir is where the image starts, not where the user ran torchrun: the rank's
+    marker says where it really runs, and launch.json follows it."""
+    from dbgfwd.rank.markers import Marker, ProbeResult
+
+    class WithMarkers(ScriptedProvider):
+        def probe(self, target):
+            return ProbeResult(markers=(
+                Marker(rank=0, local_rank=0, port=1, pid=1, cwd="/workspace", argv=("train.py", "--lr", "1")),
+                Marker(rank=1, local_rank=1, port=2, pid=2, cwd="/scratch/run7", argv=("train.py",))))
+
+    prov = WithMarkers([Target(key="p", name="pod-0", ranks=(RankInfo(0, 0, 1), RankInfo(1, 1, 2)),
+                               remote_root="/opt/app-root/src")])
+    plans = []
+    settings = EngineSettings(poll_interval=0.05, rediscover_interval=0.1, backoff_initial=0.01, backoff_max=0.05)
+    from tests.conftest import free_port_block
+
+    eng = Engine(prov, PlanSettings(base_port=1, local_base_port=free_port_block(2, start=40000)), settings,
+                 on_plan_change=plans.append)
+    with caplog.at_level("WARNING", logger="dbgfwd"):
+        eng.start()
+        try:
+            assert _wait(lambda: _state(eng, 1).remote_root == "/scratch/run7")
+            assert (_state(eng, 0).remote_root, _state(eng, 0).program) == ("/workspace", "train.py")
+            assert any({r.planned.rank: r.remote_root for r in p} == {0: "/workspace", 1: "/scratch/run7"}
+                       for p in plans)  # launch.json was told
+            time.sleep(0.3)
+        finally:
+            eng.stop()
+    said = [r.getMessage() for r in caplog.records if "different folders" in r.getMessage()]
+    assert len(said) == 1 and "pod-0" in said[0] and "/scratch/run7" in said[0], said
