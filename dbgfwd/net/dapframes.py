@@ -103,6 +103,76 @@ class InFlight:
             self.pending.discard(int(seq.group(1)))
 
 
+class DapRewriter:
+    """The client's side of a DAP stream, message by message, made safe for the ranks: a `disconnect` that
+    asks to terminate the debuggee, or a `terminate` request, becomes a plain detach. Stopping one rank's
+    session (or a compound with stopAll) must never kill a rank of a distributed job, whatever the adapter
+    claims to support. Anything that is not DAP passes through untouched.
+
+    `feed(data)` returns the bytes to send on: whole messages only (a partial one waits for its end)."""
+
+    def __init__(self, on_message=None) -> None:
+        self.is_dap: bool | None = None
+        self._buf = bytearray()
+        self._on_message = on_message
+        self.rewritten = 0
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.is_dap is True and not self._buf
+
+    def feed(self, data) -> bytes:
+        if self.is_dap is False:
+            return bytes(data)
+        self._buf += data
+        out = bytearray()
+        while self._buf:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buf) > MAX_HEADER or not _plausible(self._buf):
+                    return self._give_up(out)
+                break
+            header = bytes(self._buf[:end])
+            m = _LENGTH.search(header)
+            if not m or not _plausible(self._buf):
+                return self._give_up(out)
+            self.is_dap = True
+            total = end + 4 + int(m.group(1))
+            if len(self._buf) < total:
+                break
+            body = bytes(self._buf[end + 4:total])
+            del self._buf[:total]
+            body = self._safe(body)
+            if self._on_message is not None:
+                self._on_message(body)
+            out += b"Content-Length: %d\r\n\r\n" % len(body) + body
+        return bytes(out)
+
+    def _give_up(self, out: bytearray) -> bytes:
+        self.is_dap = False
+        out += self._buf
+        self._buf = bytearray()
+        return bytes(out)
+
+    def _safe(self, body: bytes) -> bytes:
+        if b'"disconnect"' not in body and b'"terminate"' not in body:
+            return body  # the common case: no parsing at all
+        try:
+            msg = json.loads(body)
+        except ValueError:
+            return body
+        if not isinstance(msg, dict) or msg.get("type") != "request":
+            return body
+        args = msg.get("arguments") if isinstance(msg.get("arguments"), dict) else {}
+        if msg.get("command") == "terminate" or (msg.get("command") == "disconnect" and args.get("terminateDebuggee")):
+            msg["command"] = "disconnect"
+            msg["arguments"] = {**args, "terminateDebuggee": False}
+            msg["arguments"].pop("restart", None)
+            self.rewritten += 1
+            return json.dumps(msg).encode()
+        return body
+
+
 def disconnect_message() -> bytes:
     """A `disconnect` request that leaves the debuggee running: what a debugger sends when it detaches."""
     body = json.dumps({"seq": OWN_SEQ, "type": "request", "command": "disconnect",

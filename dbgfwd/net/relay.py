@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable
 
-from dbgfwd.net.dapframes import DapFramer, InFlight, disconnect_message
+from dbgfwd.net.dapframes import DapFramer, DapRewriter, InFlight, disconnect_message
 
 log = logging.getLogger("dbgfwd.net.relay")
 
@@ -68,9 +68,10 @@ def _close(sock) -> None:
 SRC_EOF, SRC_ERROR, DST_ERROR = "eof", "source error", "destination error"
 
 
-def _copy(src, dst, counters: Counters, attr: str, buffer_size: int, watch=None) -> str:
+def _copy(src, dst, counters: Counters, attr: str, buffer_size: int, watch=None, transform=None) -> str:
     """Copy until the source ends (SRC_EOF), fails (SRC_ERROR) or the destination fails (DST_ERROR).
-    `dst` None: read and drop (the client is gone; the upstream is drained). `watch` sees each chunk."""
+    `dst` None: read and drop (the client is gone; the upstream is drained). `watch` sees each chunk;
+    `transform` (when given) turns each chunk into what is sent on."""
     recv_into = getattr(src, "recv_into", None)
     # The zero-copy path reuses one buffer, so it is only safe when the destination is a real
     # socket (sendall has copied into the kernel when it returns). A provider's own stream may
@@ -94,7 +95,9 @@ def _copy(src, dst, counters: Counters, attr: str, buffer_size: int, watch=None)
             return SRC_EOF
         if watch is not None:
             watch(data)
-        if dst is not None:
+        if transform is not None:
+            data = transform(data)
+        if dst is not None and len(data):
             try:
                 dst.sendall(data)
             except (OSError, EOFError, ValueError) as exc:
@@ -121,7 +124,7 @@ class Relay:
         # DAP awareness, for a client that vanishes: where its messages end, and which of its requests
         # the adapter has yet to answer (detach only once none is left).
         self._inflight = InFlight()
-        self._framer = DapFramer(self._inflight.client_message)
+        self._framer = DapRewriter(self._inflight.client_message)
         self._answers = DapFramer(self._inflight.adapter_message)
         self._detach: threading.Thread | None = None
 
@@ -134,8 +137,11 @@ class Relay:
         t.join()
 
     def _direction(self, src, dst, attr: str) -> None:
-        watch = self._framer.feed if attr == "up" else self._answers.feed
-        outcome = _copy(src, dst, self.counters, attr, self._buffer_size, watch)
+        if attr == "up":  # the client's requests, whole and made safe for the ranks (see DapRewriter)
+            watch, transform = None, self._framer.feed
+        else:
+            watch, transform = self._answers.feed, None
+        outcome = _copy(src, dst, self.counters, attr, self._buffer_size, watch, transform)
         clean = True
         if attr == "up" and outcome != DST_ERROR:
             # The client ended (EOF) or vanished (reset): detach for it, or half-close; never slam.

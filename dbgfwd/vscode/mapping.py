@@ -36,6 +36,8 @@ def check(workspace: Path, local_root: str, remote_root: str | None, cwd: str | 
     name = program if is_module else posixpath.basename(path)
     if remote_root is None:
         return None  # no mapping: the same paths on both sides (debugpy's default); nothing to compare
+    if Path(path).is_file():
+        return None  # the very file is here (ranks on this machine, a shared file system): it binds as is
     rel = posixpath.relpath(path, remote_root)
     if rel.startswith(".."):
         return (f"breakpoints in {name} will not bind: the ranks run {path}, outside the source root {remote_root} "

@@ -116,7 +116,7 @@ def _rank_main(listener: socket.socket, rank: int, local_rank: int, marker_dir: 
         from dbgfwd.rank import markers
 
         marker = markers.new_marker(rank, local_rank, listener.getsockname()[1], "127.0.0.1", None, "test",
-                                    ["echo_server"])
+                                    [os.path.abspath(__file__)])  # what it runs, as dbgfwd-rank records it
         marker_path = markers.write_marker(marker, marker_dir)
 
     def stop(signum, frame):

@@ -215,3 +215,34 @@ def test_a_debugger_vanishing_with_a_request_in_flight_does_not_kill_the_ranks_d
     finally:
         bg.stop()
         rank.stop()
+
+
+def test_stopping_a_session_never_kills_the_rank(tmp_path, port_block):
+    """VS Code's stop (and a compound's stopAll) may ask the adapter to terminate the debuggee, depending on
+    what the adapter reports it supports: through dbgfwd a rank of a distributed job is only ever detached
+    from, whatever the request says."""
+    runtime, program = tmp_path / "run", write_program(tmp_path)
+    base = port_block(1)
+    rank = start_rank(program, 0, 0, runtime, base_port=base, world_size=1)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    wait_for_markers(runtime, {0}, procs=[rank])
+    bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(base),
+                        "--workspace", str(ws), log=tmp_path / "attach.log")
+    try:
+        cli.wait_ready(ws, bg=bg)
+        local = cli.launch_ports(ws / ".vscode" / "launch.json")[0]
+        from tests.support.dap import DapClient
+
+        for command, arguments in (("disconnect", {"restart": False, "terminateDebuggee": True}), ("terminate", {})):
+            client = DapClient("127.0.0.1", local, timeout=30)
+            client.attach({str(program): [BREAK_LINE]})
+            client.wait_stopped(30)
+            assert client.request(command, arguments, timeout=20)["success"]
+            client.close()
+            time.sleep(1.0)
+            assert rank.proc.poll() is None, f"{command} killed the rank"
+            assert debug_round("127.0.0.1", local, str(program), BREAK_LINE, "rank", timeout=30) == "0"
+    finally:
+        bg.stop()
+        rank.stop()
