@@ -143,3 +143,20 @@ def test_wait_task_is_told_the_workspace_when_launch_json_lives_elsewhere(tmp_pa
     res = run("gen-launch", "--ranks", "2", "--local-base-port", base, "--workspace", str(ws))
     tasks = _json.loads(strip_jsonc((ws / ".vscode" / "tasks.json").read_text()))["tasks"]
     assert all("DBGFWD_WORKSPACE" not in t["options"]["env"] for t in tasks)
+
+
+def test_the_readme_shows_the_files_as_they_really_come_out(tmp_path, port_block):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    base = port_block(2, start=43000)  # the README's 5678 may be busy here: ports are compared as offsets
+    res = cli.run("gen-launch", "--ranks", "2", "--local-base-port", str(base), "--remote-root", "/workspace",
+                  "--workspace", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    for name in ("launch.json", "tasks.json"):
+        shown = re.search(r"<!-- generated: " + re.escape(name) + r" -->\n```json\n(.*?)```", readme, re.S)
+        assert shown, f"README has no generated {name} block"
+        got = re.sub(r'"port": (\d+)', lambda m: f'"port": {int(m.group(1)) - base + 5678}',
+                     (tmp_path / ".vscode" / name).read_text())
+        assert shown.group(1) == got, f"README's {name} is out of date"
