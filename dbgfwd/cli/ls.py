@@ -35,9 +35,22 @@ def ls(
                                    targets=tuple(targets or ()), provider_options=provider_options or {},
                                    base_port=base_port, ranks_per_node=ranks_per_node), console)
     show_listing(console, found)
+    _say_binding(found, o.workspace_of(workspace))
     if not found.targets:  # a script can tell "nothing there" from "found": exit 3, after the JSON document
         raise NotFoundError(f"nothing found: looked {found.where}",
                             hint="start the ranks (dbgfwd-rank), or check the target spec and --base-port")
+
+
+def _say_binding(found, workspace: Path) -> None:
+    """The "breakpoints will not bind" check of attach, from the markers ls read (default mapping)."""
+    from dbgfwd.vscode import AttachEntry
+    from dbgfwd.vscode.plan import binding_warnings
+
+    entries = [AttachEntry(rank=m.rank, local_port=0, node=key, local_rank=m.local_rank, remote_root=m.cwd or None,
+                           program=m.argv[0] if m.argv else None)
+               for key, probe in found.probes.items() if probe is not None for m in probe.markers]
+    for warning in binding_warnings(entries, workspace, "${workspaceFolder}", None):
+        console.warn(warning)
 
 
 def register(app: typer.Typer) -> None:
