@@ -52,6 +52,7 @@ class AgentSession:
         self.handshake = "none"  # none -> sent -> complete
         self.client_version = ""
         self.streams: dict[int, socket.socket] = {}
+        self.dialed = 0  # streams opened to the target's port so far
         self.client_fin: set[int] = set()
         self.agent_fin: set[int] = set()
         self.last_sid = 1
@@ -169,9 +170,6 @@ class AgentSession:
                 "AcknowledgedMessageSequenceNumber": msg.seq, "IsSequentialMessage": True}
         acks.append(ws.server_frame(ws.BINARY, _pack("acknowledge", 0, 0, json.dumps(body).encode(), 3)[0]))
         self.last_input = self.agent.clock()
-        if prior is not None and prior != (msg.digest, msg.mid) and self.agent.deliver_reused:
-            self.process(msg)  # a different message under a used number: delivered as it comes
-            return
         if prior is not None or msg.seq < self.in_seq:
             return
         self.seen[msg.seq] = (msg.digest, msg.mid)
@@ -266,6 +264,7 @@ class AgentSession:
             self.send(1, struct.pack("<BBHI", 1, 1, 0, sid), block=False)
             return
         self.streams[sid] = sock
+        self.dialed += 1
         threading.Thread(target=self.pump, args=(sid, sock), daemon=True).start()
 
     def pump(self, sid: int, sock: socket.socket) -> None:
@@ -329,10 +328,6 @@ class TestSsmAgent:
         self.sessions: dict[str, AgentSession] = {}
         self.violations: list[str] = []
         self.seq_conflicts: list[str] = []
-        # Deliver a second, different message under a used sequence number instead of dropping it (the real
-        # agent drops it). Only for tests of the real plugin's process contract: plugin 1.2.0.0 reuses numbers
-        # now and then (cause not established, see issue 19), and dropping its data hangs those tests.
-        self.deliver_reused = False
         self.dial_failures = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
