@@ -265,14 +265,9 @@ def test_probes_close_their_exec_sockets_without_waiting_for_garbage_collection(
 
 
 def _orphan_sockets() -> int:
-    mine = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            link = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            mine.add(link[8:-1])
+    from tests.support.procinfo import socket_inodes
+
+    mine = socket_inodes(os.getpid())
     known = set()
     for table in ("tcp", "tcp6", "udp", "udp6", "unix", "raw", "raw6", "netlink", "packet"):
         try:

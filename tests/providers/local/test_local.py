@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -176,26 +177,36 @@ def test_only_the_ranks_of_the_asked_base_port_are_forwarded(tmp_path, port_bloc
             p.stop()
 
 
+@contextmanager
+def _one_rank_attached(tmp_path, base: int):
+    """One real debugpy rank under dbgfwd-rank and `dbgfwd attach` forwarding it: (program, rank, local port)."""
+    runtime, program = tmp_path / "run", write_program(tmp_path)
+    rank = start_rank(program, 0, 0, runtime, base_port=base, world_size=1)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    bg = None
+    try:
+        wait_for_markers(runtime, {0}, procs=[rank])
+        bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port",
+                            str(base), "--workspace", str(ws), log=tmp_path / "attach.log")
+        cli.wait_ready(ws, bg=bg)
+        yield program, rank, cli.launch_ports(ws / ".vscode" / "launch.json")[0]
+    finally:
+        if bg is not None:
+            bg.stop()
+        rank.stop()
+
+
 @pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
 def test_a_debugger_vanishing_with_a_request_in_flight_does_not_kill_the_ranks_debugpy(tmp_path, port_block, reset):
     """debugpy's adapter exits for good when its client is gone while it has an answer to deliver (the
     rank keeps running, its debug port is dead). Through dbgfwd, a debugger that crashes mid-request
-    leaves the rank debuggable: the relay half-closes and drains instead of slamming the upstream."""
+    leaves the rank debuggable: the relay detaches for it once its requests are answered, never slams."""
     import struct
 
     from tests.support.dap import DapClient
 
-    runtime, program = tmp_path / "run", write_program(tmp_path)
-    base = port_block(1)
-    rank = start_rank(program, 0, 0, runtime, base_port=base, world_size=1)
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    wait_for_markers(runtime, {0}, procs=[rank])
-    bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(base),
-                        "--workspace", str(ws), log=tmp_path / "attach.log")
-    try:
-        cli.wait_ready(ws, bg=bg)
-        local = cli.launch_ports(ws / ".vscode" / "launch.json")[0]
+    with _one_rank_attached(tmp_path, port_block(1)) as (program, rank, local):
         for _ in range(2):
             client = DapClient("127.0.0.1", local, timeout=30)
             client.attach({str(program): [BREAK_LINE]})
@@ -212,28 +223,15 @@ def test_a_debugger_vanishing_with_a_request_in_flight_does_not_kill_the_ranks_d
             time.sleep(2.0)
             assert rank.proc.poll() is None
             assert debug_round("127.0.0.1", local, str(program), BREAK_LINE, "rank", timeout=30) == "0"
-    finally:
-        bg.stop()
-        rank.stop()
 
 
 def test_stopping_a_session_never_kills_the_rank(tmp_path, port_block):
     """VS Code's stop (and a compound's stopAll) may ask the adapter to terminate the debuggee, depending on
     what the adapter reports it supports: through dbgfwd a rank of a distributed job is only ever detached
     from, whatever the request says."""
-    runtime, program = tmp_path / "run", write_program(tmp_path)
-    base = port_block(1)
-    rank = start_rank(program, 0, 0, runtime, base_port=base, world_size=1)
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    wait_for_markers(runtime, {0}, procs=[rank])
-    bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(runtime), "--base-port", str(base),
-                        "--workspace", str(ws), log=tmp_path / "attach.log")
-    try:
-        cli.wait_ready(ws, bg=bg)
-        local = cli.launch_ports(ws / ".vscode" / "launch.json")[0]
-        from tests.support.dap import DapClient
+    from tests.support.dap import DapClient
 
+    with _one_rank_attached(tmp_path, port_block(1)) as (program, rank, local):
         for command, arguments in (("disconnect", {"restart": False, "terminateDebuggee": True}), ("terminate", {})):
             client = DapClient("127.0.0.1", local, timeout=30)
             client.attach({str(program): [BREAK_LINE]})
@@ -243,6 +241,3 @@ def test_stopping_a_session_never_kills_the_rank(tmp_path, port_block):
             time.sleep(1.0)
             assert rank.proc.poll() is None, f"{command} killed the rank"
             assert debug_round("127.0.0.1", local, str(program), BREAK_LINE, "rank", timeout=30) == "0"
-    finally:
-        bg.stop()
-        rank.stop()
