@@ -12,6 +12,8 @@ from dbgfwd.cli import complete
 from dbgfwd.cli import options as o
 from dbgfwd.ui.console import console
 
+INJECT = "Jobs started without dbgfwd-rank"
+
 
 @o.with_provider_options
 def attach(
@@ -48,7 +50,18 @@ def attach(
                                                           "if you know who can reach it)"),
     client_wait: float = typer.Option(60.0, "--client-wait", min=0, rich_help_panel=o.ACCESS,
                                       help="seconds a debugger connecting before its rank is up is held"),
-    list_only: bool = typer.Option(False, "--list", help="show what would be forwarded and exit"),
+    inject: bool = typer.Option(False, "--inject", rich_help_panel=INJECT,
+                                help="the job was started without dbgfwd-rank: find its rank processes and start "
+                                     "debugpy inside each running one (gdb, same user; no restart), then attach"),
+    match: Optional[str] = typer.Option(None, "--match", metavar="PATTERN", rich_help_panel=INJECT,
+                                        help="with --inject: only processes whose command line matches this "
+                                             "regular expression (e.g. train.py)"),
+    collective_timeout: Optional[str] = typer.Option(
+        None, "--collective-timeout", metavar="DURATION", rich_help_panel=INJECT,
+        help="with --inject: raise the timeout of the ranks' torch process groups to this (default 2h; keep: "
+             "leave them), so a rank held at a breakpoint does not make the others fail"),
+    list_only: bool = typer.Option(False, "--list", help="show what would be forwarded (with --inject: which "
+                                                         "processes would be injected) and exit"),
     duration: Optional[float] = typer.Option(None, "--duration", min=0, hidden=True),
     workspace: Optional[Path] = o.Workspace,
     json_out: bool = o.Json,
@@ -81,6 +94,40 @@ def attach(
         allow_users=tuple(allow_user or ()), allow_groups=tuple(allow_group or ()),
         client_wait=client_wait, duration=duration, verbose=console.verbosity,
     )
+    if (match is not None or collective_timeout is not None) and not inject:
+        from dbgfwd.errors import UsageError
+
+        raise UsageError("--match and --collective-timeout go with --inject",
+                         hint="add --inject to start debugpy inside the running ranks")
+    injected = None
+    if inject:
+        from dbgfwd.app import inject as injection
+        from dbgfwd.ui.inject import show_inject
+
+        how = injection.InjectOptions(match=match, dry_run=list_only, collective_timeout=collective_timeout)
+        injection.check(how)
+        from dataclasses import replace
+
+        from dbgfwd.app.options import validate
+
+        if not list_only:  # a bad workspace or launch.json is said before any process is touched (attach
+            validate(replace(opts, bind_host="127.0.0.1"), console)  # warns about --bind itself, once)
+        results = injection.run_inject(opts, how, console)
+        injected = [r.as_dict() for r in results]
+        show_inject(console, results, dry_run=list_only)
+        injection.require_some(results, list_only)
+        if not list_only:
+            injection.save(ws, results)
+        ok, bad, pending = injection.summary(results)
+        if list_only:
+            if console.json:
+                console.emit_json({"inject": injected})
+            return
+        if not ok and not pending:
+            from dbgfwd.errors import UnreachableError
+
+            raise UnreachableError(f"no rank could be made debuggable ({bad} failed or skipped)",
+                                   hint="see the reasons above")
     if list_only:
         from dbgfwd.app.discover import discover
         from dbgfwd.ui.listing import show_listing
@@ -95,7 +142,7 @@ def attach(
         return
     from dbgfwd.ui.live import LiveView
 
-    live = LiveView(console)
+    live = LiveView(console, extra={"inject": injected} if injected is not None else None)
     run_attach(opts, console, on_ready=live.start)
     live.stop()
 

@@ -203,11 +203,20 @@ class Provider(ABC):
         """
         return None
 
-    def run(self, target: Target, command: str, timeout: float) -> str:
-        """Run a POSIX sh `command` where `target`'s ranks run; its stdout. Providers with Capability.EXEC."""
+    def run(self, target: Target, command: str, timeout: float, stdin: bytes | None = None) -> str:
+        """Run a POSIX sh `command` where `target`'s ranks run; its stdout. Providers with Capability.EXEC.
+
+        `stdin` is written to the command's standard input. It may never see end-of-file (the Kubernetes v4
+        exec protocol cannot close stdin): a command reads exactly as many bytes as it was told to expect."""
         from dbgfwd.errors import ProviderUnavailable
 
         raise ProviderUnavailable(f"the {self.name} provider cannot run commands in its targets")
+
+    def exec_targets(self) -> Discovery:
+        """The targets `run()` can reach, whether or not ranks are known there yet (for `attach --inject`,
+        which looks for ranks that have no marker). Default: the running targets discover() finds."""
+        found = self.discover()
+        return Discovery(tuple(t for t in found.targets if t.running), found.where)
 
     def keepalive(self) -> None:
         """Keep idle transports alive (a rank stopped at a breakpoint sends nothing for hours)."""

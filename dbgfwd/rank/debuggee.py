@@ -16,8 +16,9 @@ class ListenError(RuntimeError):
     """debugpy could not listen (the port is taken, or the address is not ours)."""
 
 
-def listen(host: str, port: int, *, sub_process: bool = False, log: Log = lambda msg: None) -> None:
-    """`debugpy.listen((host, port))` with TCP_NODELAY on debugpy's own connection. ImportError: no debugpy."""
+def listen(host: str, port: int, *, sub_process: bool = False, log: Log = lambda msg: None) -> int:
+    """`debugpy.listen((host, port))` with TCP_NODELAY on debugpy's own connection; how many connections got
+    TCP_NODELAY. ImportError: no debugpy."""
     import debugpy
 
     nodelay.prepare(log)
@@ -27,7 +28,7 @@ def listen(host: str, port: int, *, sub_process: bool = False, log: Log = lambda
         debugpy.listen((host, port))
     except Exception as exc:  # debugpy raises RuntimeError wrapping the bind error
         raise ListenError(str(exc)) from exc
-    nodelay.apply(log)
+    return nodelay.apply(log)
 
 
 def wait_for_client() -> None:

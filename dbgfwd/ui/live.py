@@ -12,8 +12,9 @@ from dbgfwd.ui.tables import rank_table
 class LiveView:
     """A live rank table on a terminal; state-change lines otherwise; one JSON document with --json."""
 
-    def __init__(self, console, emit_json: bool = True) -> None:
+    def __init__(self, console, emit_json: bool = True, extra: dict | None = None) -> None:
         self.console = console
+        self._extra = extra or {}
         self._emit_json = emit_json
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -23,7 +24,7 @@ class LiveView:
         self._engine = engine
         rows = [r.as_dict() for r in engine.snapshot()]
         if self.console.json and self._emit_json:
-            self.console.emit_json({"provider": engine.provider.name, "ranks": rows})
+            self.console.emit_json({"provider": engine.provider.name, "ranks": rows, **self._extra})
         self._thread = threading.Thread(target=self._run, daemon=True, name="dbgfwd-ui")
         self._thread.start()
 

@@ -139,8 +139,9 @@ class Job:
 
 
 def start_job(directory: Path, launcher: list[str], ranks: int, base_port: int, rank_args: list[str] = (),
-              env: dict | None = None, program_text: str = TRAIN_PROGRAM) -> Job:
-    """`launcher` (e.g. torchrun --nproc-per-node 4) running `python -m dbgfwd.rank ... -- train.py`."""
+              env: dict | None = None, program_text: str = TRAIN_PROGRAM, under_dbgfwd: bool = True) -> Job:
+    """`launcher` (e.g. torchrun --nproc-per-node 4) running `python -m dbgfwd.rank ... -- train.py`, or, with
+    `under_dbgfwd=False`, running plain `train.py` as a job started without dbgfwd is."""
     directory.mkdir(parents=True, exist_ok=True)
     program = directory / "train.py"
     program.write_text(program_text)
@@ -152,13 +153,15 @@ def start_job(directory: Path, launcher: list[str], ranks: int, base_port: int, 
                     **(env or {}))
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         full_env.pop(var, None)
-    cmd = [*launcher, "-m", "dbgfwd.rank", "--base-port", str(base_port), *rank_args, "--", str(program)]
+    cmd = [*launcher, "-m", "dbgfwd.rank", "--base-port", str(base_port), *rank_args, "--", str(program)] \
+        if under_dbgfwd else [*launcher, str(program)]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=full_env, stdout=fh, stderr=subprocess.STDOUT, cwd=directory,
                                 start_new_session=True)
     job = Job(proc, directory, runtime, progress, program, log, base_port)
     try:
-        wait_for_markers(runtime, set(range(ranks)), timeout=120)
+        if under_dbgfwd:
+            wait_for_markers(runtime, set(range(ranks)), timeout=120)
         for rank in range(ranks):
             job.wait_steps(rank, 1, timeout=120)
     except BaseException:

@@ -43,14 +43,17 @@ class ExecResult:
 
 
 def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
-        timeout: float = 10.0) -> ExecResult:
-    """Run `command` (argv, no shell unless you pass one) and collect its output.
+        timeout: float = 10.0, stdin: bytes | None = None) -> ExecResult:
+    """Run `command` (argv, no shell unless you pass one) and collect its output; `stdin` is sent on channel 0
+    (v4 cannot close it: the command must know how much to read).
 
     Raises UpstreamError as `wsconnect.open_ws` does, and (retryable) on timeout.
     """
     import websocket
 
     query = [("command", c) for c in command] + [("stdout", "true"), ("stderr", "true")]
+    if stdin:
+        query.append(("stdin", "true"))
     if container:
         query.append(("container", container))
     ws = open_ws(cluster, pod, "exec", query, timeout, "exec into", "`create` (and `get`) on pods/exec")
@@ -58,6 +61,8 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
     out = {STDOUT: bytearray(), STDERR: bytearray(), STATUS: bytearray()}
     deadline = time.monotonic() + timeout
     try:
+        if stdin:
+            _send_stdin(ws, b64, stdin)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -93,3 +98,21 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
         status = {"status": "Failure", "message": bytes(out[STATUS]).decode("utf-8", "replace")}
     return ExecResult(out[STDOUT].decode("utf-8", "replace"), out[STDERR].decode("utf-8", "replace"),
                       status if isinstance(status, dict) else {})
+
+
+STDIN_CHUNK = 32 * 1024
+
+
+def _send_stdin(ws, b64: bool, data: bytes) -> None:
+    """`data` on channel 0, in frames of at most STDIN_CHUNK bytes."""
+    import websocket
+
+    for i in range(0, len(data), STDIN_CHUNK):
+        chunk = data[i:i + STDIN_CHUNK]
+        try:
+            if b64:
+                ws.send(b"0" + base64.b64encode(chunk), opcode=websocket.ABNF.OPCODE_TEXT)
+            else:
+                ws.send(b"\x00" + chunk, opcode=websocket.ABNF.OPCODE_BINARY)
+        except (websocket.WebSocketException, OSError) as exc:
+            raise UpstreamError(f"exec: sending input failed ({exc})", retryable=True) from None

@@ -182,13 +182,14 @@ class KubernetesProvider(Provider):
         self._streams.add(stream)
         return stream
 
-    def run(self, target: Target, command: str, timeout: float) -> str:
+    def run(self, target: Target, command: str, timeout: float, stdin: bytes | None = None) -> str:
         from dbgfwd.providers.kubernetes import podexec
 
         ref = self._pod_for(target)
         if ref is None or not ref.running:
             raise UpstreamError(f"{target.name} has no running pod")
-        return podexec.run(self.cluster(), ref.name, ref.container, ["sh", "-c", command], timeout).stdout
+        return podexec.run(self.cluster(), ref.name, ref.container, ["sh", "-c", command], timeout,
+                           stdin=stdin).stdout
 
     def probe(self, target: Target) -> ProbeResult | None:
         from dbgfwd.providers.kubernetes import podexec

@@ -76,6 +76,10 @@ class LocalProvider(Provider):
                         remote_root=cwd, detail={"markers": str(directory)})
         return Discovery(targets=(target,), where=where)
 
+    def exec_targets(self) -> Discovery:
+        return Discovery((Target(key="localhost", name="localhost", detail={"markers": str(self._dir())}),),
+                         "on this machine")
+
     def probe(self, target: Target) -> markers.ProbeResult:
         return self._probe()[0]
 
@@ -91,13 +95,13 @@ class LocalProvider(Provider):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def run(self, target: Target, command: str, timeout: float) -> str:
+    def run(self, target: Target, command: str, timeout: float, stdin: bytes | None = None) -> str:
         try:
-            done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(["sh", "-c", command], capture_output=True, timeout=timeout,
+                                  **({"input": stdin} if stdin else {"stdin": subprocess.DEVNULL}))
         except subprocess.TimeoutExpired:
             raise UpstreamError(f"command on this machine did not finish in {timeout:g}s") from None
-        return done.stdout
+        return done.stdout.decode("utf-8", "replace")
 
 
 def _plain_debugpy_ports(probe: markers.ProbeResult, base_port: int, claimed: set[int]) -> list[int]:

@@ -188,8 +188,9 @@ class HostConnection:
         channel.settimeout(None)
         return channel
 
-    def run(self, command: str, timeout: float) -> tuple[int, str]:
-        """Run `command` on the host (exec channel); (exit status, stdout). Raises DbgfwdError."""
+    def run(self, command: str, timeout: float, stdin: bytes | None = None) -> tuple[int, str]:
+        """Run `command` on the host (exec channel), `stdin` on its standard input; (exit status, stdout).
+        Raises DbgfwdError."""
         import paramiko
 
         transport = self.transport(timeout)
@@ -199,6 +200,9 @@ class HostConnection:
             try:
                 channel.settimeout(max(0.1, deadline - time.monotonic()))
                 channel.exec_command(command)
+                if stdin:
+                    channel.sendall(stdin)
+                channel.shutdown_write()
                 return collect_output(channel, deadline)
             finally:
                 channel.close()

@@ -169,8 +169,8 @@ class SshProvider(Provider):
 
         threading.Thread(target=run, daemon=True, name=f"dbgfwd-ssh-reconnect-{conn.settings.alias}").start()
 
-    def run(self, target: Target, command: str, timeout: float) -> str:
-        _status, text = self.connection(target).run(command, timeout)
+    def run(self, target: Target, command: str, timeout: float, stdin: bytes | None = None) -> str:
+        _status, text = self.connection(target).run(command, timeout, stdin=stdin)
         return text
 
     def probe(self, target: Target) -> ProbeResult | None:
