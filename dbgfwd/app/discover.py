@@ -34,7 +34,7 @@ def find(provider: Provider, opts: AttachOptions, console: Console, probe_all: b
         discovery = provider.discover()
         probes = {t.key: provider.probe(t) for t in discovery.targets
                   if t.running and (probe_all or not t.ranks)}
-    probed = [with_marker_ranks(t, probes.get(t.key)) for t in discovery.targets]
+    probed = [with_marker_ranks(t, probes.get(t.key), opts.base_port) for t in discovery.targets]
     return Listing(provider.name, discovery.where, probed,
                    slots_for(probed, opts.base_port, opts.ranks_per_node, opts.expected_ranks), probes)
 

@@ -70,7 +70,8 @@ def collect(opts: AttachOptions, console: Console, timeout: float) -> tuple[str,
         by_target: dict[str, list[tuple[int, Marker | None]]] = {}
         for slot, target in slots:
             probe = probes.get(target.key)
-            marker = next((m for m in getattr(probe, "markers", ()) if m.rank == slot.rank), None)
+            marker = next((m for m in getattr(probe, "markers", ())
+                           if m.rank == slot.rank and m.port == slot.remote_port), None)
             by_target.setdefault(target.key, []).append((slot.rank, marker))
         keyed = {t.key: t for t in found.targets}
         with console.status(f"taking stacks of {len(slots)} ranks..."):

@@ -94,7 +94,7 @@ class Planning:
                 return False
             self._applied = inputs
             table.targets = {t.key: t for t in targets}
-            known = [with_marker_ranks(t, table.probe_results.get(t.key)) for t in targets]
+            known = [with_marker_ranks(t, table.probe_results.get(t.key), self.plan.base_port) for t in targets]
         slots = slots_for(known, self.plan.base_port, self.plan.ranks_per_node, self.plan.expected_ranks)
         changed = bool(self.add_slots(slots))
         with table.lock:

@@ -55,9 +55,15 @@ def node_ranks(first_rank: int, count: int, base_port: int) -> tuple[RankInfo, .
     return tuple(RankInfo(rank=first_rank + i, local_rank=i, port=base_port + i) for i in range(count))
 
 
-def marker_ranks(markers: Iterable) -> tuple[RankInfo, ...]:
-    """The ranks rank markers describe (what each rank said of itself)."""
-    return tuple(RankInfo(rank=m.rank, local_rank=m.local_rank, port=m.port) for m in markers)
+def of_job(markers: Iterable, base_port: int | None) -> list:
+    """The markers of the job on `base_port`: ranks whose port is base + local rank. Another job of the same user
+    on the same host (started on another base port) is not this one, even where its rank numbers are the same."""
+    return [m for m in markers if base_port is None or m.port - m.local_rank == base_port]
+
+
+def marker_ranks(markers: Iterable, base_port: int | None = None) -> tuple[RankInfo, ...]:
+    """The ranks rank markers describe (what each rank said of itself), of the job on `base_port` when given."""
+    return tuple(RankInfo(rank=m.rank, local_rank=m.local_rank, port=m.port) for m in of_job(markers, base_port))
 
 
 def layout(world_size: int, ranks_per_node: int | None, base_port: int,
@@ -110,8 +116,9 @@ def expected_slots(plan: PlanSettings) -> list[RankSlot]:
     return [replace(s, target_key="") for s in layout(plan.expected_ranks, plan.ranks_per_node, plan.base_port)]
 
 
-def with_marker_ranks(target: Target, probe) -> Target:
-    """`target` with the ranks a probe's markers show, when the provider did not already know them."""
+def with_marker_ranks(target: Target, probe, base_port: int | None = None) -> Target:
+    """`target` with the ranks a probe's markers show (of the job on `base_port`), when the provider did not
+    already know them."""
     if probe is None or target.ranks or not getattr(probe, "markers", ()):
         return target
-    return replace(target, ranks=marker_ranks(probe.markers))
+    return replace(target, ranks=marker_ranks(probe.markers, base_port))

@@ -40,5 +40,7 @@ def show_inject(console: Console, results, dry_run: bool = False) -> None:
     for res in results:
         if res.error:
             console.warn(f"{res.target}: {res.error}")
+        if res.ranks and console.verbosity < 1:
+            continue  # processes the pattern also matched: only when they explain why nothing was found, or at -v
         for o in res.others:
             console.info(f"  not injected: pid {o['pid']} on {res.target} ({clean(o['command'][:80])}): {o['reason']}")

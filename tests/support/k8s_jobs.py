@@ -49,24 +49,24 @@ def app_dir(srv: K8sServer) -> Path:
     return path
 
 
-def ranks_command(program: Path, ranks_per_pod: int, rank_launcher: bool = True) -> list[str]:
+def ranks_command(program: Path, ranks_per_pod: int, rank_launcher: bool = True, python_flags: str = "") -> list[str]:
     """Start `ranks_per_pod` ranks; the pod's RANK env (node rank, as the operators set it) picks
     global ranks node * ranks_per_pod + local rank, as torchrun would."""
-    runner = f"{sys.executable} -m dbgfwd.rank --" if rank_launcher else sys.executable
+    runner = f"{sys.executable} -m dbgfwd.rank --" if rank_launcher else f"{sys.executable} {python_flags}".strip()
     return ["sh", "-c", f'N=$RANK; i=0; while [ $i -lt {ranks_per_pod} ]; do '
                         f'RANK=$((N*{ranks_per_pod}+i)) LOCAL_RANK=$i {runner} {program} & i=$((i+1)); done; wait']
 
 
 def pytorchjob_pod(srv: K8sServer, job: str, rtype: str, index: int, namespace: str, program: Path,
                    ranks_per_pod: int, workers: int, start: bool = True, rank_launcher: bool = True,
-                   name: str | None = None, extra_env: dict | None = None):
+                   name: str | None = None, extra_env: dict | None = None, python_flags: str = ""):
     node_rank = index if rtype == "master" else index + 1
     labels = {KF + "job-name": job, KF + "replica-type": rtype, KF + "replica-index": str(index),
               KF + "operator-name": "pytorchjob-controller"}
     env = {"RANK": str(node_rank), "WORLD_SIZE": str(workers + 1), "MASTER_ADDR": f"{job}-master-0",
            "MASTER_PORT": "23456", "PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return srv.add_pod(name or f"{job}-{rtype}-{index}", namespace, labels=labels, env=env,
-                       command=ranks_command(program, ranks_per_pod, rank_launcher),
+                       command=ranks_command(program, ranks_per_pod, rank_launcher, python_flags),
                        working_dir=str(program.parent), owner=("PyTorchJob", job), start=start)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dbgfwd.providers.ssh.targets as targets_mod
 from dbgfwd.errors import BadFileError, DbgfwdError, NotFoundPathError, UnreachableError, UsageError
-from dbgfwd.plan.layout import marker_ranks, node_ranks
+from dbgfwd.plan.layout import marker_ranks, node_ranks, of_job
 from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig, ProviderOption,
                                    Stream, Target)
 from dbgfwd.providers.ssh.targets import HostSpec
@@ -211,10 +211,10 @@ def _target(spec: HostSpec, index: int, base: int | None, count: int | None, bas
         if count and base is not None:
             ranks = node_ranks(base, count, base_port)
         else:  # keep the ranks last seen there, so their forwards stay mapped while the host is away
-            ranks = marker_ranks(known.markers if known else ())
+            ranks = marker_ranks(known.markers if known else (), base_port)
         return Target(key=spec.key, name=spec.host, node_index=index, rank_base=base, ranks=ranks,
                       running=False, status=result.message, detail=detail, handle=spec.key)
-    markers = [m for m in result.markers]
+    markers = of_job(result.markers, base_port)
     if count and base is not None:
         ranks = node_ranks(base, count, base_port)
     else:

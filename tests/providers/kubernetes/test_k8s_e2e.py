@@ -202,3 +202,48 @@ def test_stacks_of_every_rank_in_every_pod_through_exec(k8s, tmp_path):
         (main,) = [t for t in r["threads"] if t["main"]]
         assert (main["frames"][0]["file"], main["frames"][0]["function"]) == (str(program), "<module>")
     assert k8s.stats.portforward == {}  # stacks come through exec; nothing is forwarded
+
+
+def _pod_processes(pod, text: str) -> int:
+    """How many Python processes running a script named `text` are in the pod (its network namespace)."""
+    want = os.readlink(f"/proc/{pod.runtime.proc.pid}/ns/net") if pod.runtime.proc else None
+    count = 0
+    for name in os.listdir("/proc"):
+        try:
+            argv = open(f"/proc/{name}/cmdline", "rb").read().split(b"\0") if name.isdigit() else []
+            if argv and argv[0].endswith(b"python") and text.encode() in argv[-2] and \
+                    os.readlink(f"/proc/{name}/ns/net") == want:
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def test_inject_into_pods_whose_ranks_run_without_dbgfwd(k8s, tmp_path, port_block):
+    """A PyTorchJob whose pods run plain `python -S prog.py` ranks (no dbgfwd-rank, and an interpreter that cannot
+    import debugpy): attach --inject sends dbgfwd's rank part and debugpy through pod exec, injects every rank,
+    and the forwards reach them."""
+    program = ranks.write_program(k8s_jobs.app_dir(k8s), name="plain_prog.py")
+    for rtype, index in (("master", 0), ("worker", 0)):
+        k8s_jobs.pytorchjob_pod(k8s, "p", rtype, index, "ml", program, 2, 1, rank_launcher=False, python_flags="-S")
+    for pod in k8s.pods.values():
+        cli.wait_for(lambda: _pod_processes(pod, "plain_prog.py") == 2, 60, f"two ranks in {pod.name}")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    base = port_block(4)
+    bg = attach(k8s, ws, tmp_path, "pytorchjob/p", "-n", "ml", "--inject", "--match", "plain_prog",
+                "--local-base-port", str(base))
+    try:
+        cli.wait_ready(ws, 120, bg=bg)
+        ports = cli.launch_ports(ws / ".vscode" / "launch.json")
+        assert ports == {r: base + r for r in range(4)}, bg.output()
+        report = json.loads((ws / ".dbgfwd" / "inject.json").read_text())
+        assert sorted((r["rank"], r["target"], r["state"]) for t in report for r in t["ranks"]) == [
+            (0, "p-master-0", "injected"), (1, "p-master-0", "injected"), (2, "p-worker-0", "injected"),
+            (3, "p-worker-0", "injected")], report
+        assert all(r["applied"][0].endswith("(brought by dbgfwd)") for t in report for r in t["ranks"])
+        for rank, port in sorted(ports.items()):
+            assert debug_round("127.0.0.1", port, str(program), ranks.BREAK_LINE, "rank") == str(rank)
+        assert k8s.stats.exec["p-master-0"] >= 2  # staging + scan, then injection (and the probes)
+    finally:
+        assert bg.stop() == 130, bg.output()[-3000:]

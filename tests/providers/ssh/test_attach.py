@@ -196,3 +196,63 @@ def test_stacks_of_every_rank_on_two_hosts_through_ssh_exec(lab, tmp_path):
     assert sorted(rank for g in out["groups"] for rank in g["ranks"]) == [0, 1, 2, 3]
     for name in ("h1", "h2"):
         assert all(p.proc.poll() is None for p in lab.ranks[name])  # nobody was stopped
+
+
+def test_inject_into_ranks_started_without_dbgfwd_on_two_hosts(lab, tmp_path):
+    """A job whose ranks were started as plain `python prog.py` (with -S: their interpreter cannot import
+    debugpy, so dbgfwd brings its own through the exec channel). attach --inject makes each debuggable, and
+    each host removes what was sent once its ranks have exited."""
+    from tests.support.ranks import write_program
+
+    program = write_program(lab.directory, name="plain_prog.py")
+    config = config_with(lab, tmp_path / "ssh_config", {"node1": (lab.hosts["h1"], {}),
+                                                          "node2": (lab.hosts["h2"], {})})
+    procs = []
+    for index, name in enumerate(("h1", "h2")):
+        for local in range(2):
+            env = {"RANK": str(index * 2 + local), "LOCAL_RANK": str(local), "WORLD_SIZE": "4",
+                   "PATH": os.environ["PATH"]}
+            with open(tmp_path / f"rank{index * 2 + local}.log", "wb") as log:
+                procs.append(lab.hosts[name].popen([sys.executable, "-S", str(program)], env=env, stdout=log,
+                                                   stderr=subprocess.STDOUT, start_new_session=True))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    run = None
+    try:
+        time.sleep(0.5)
+        run = Attach(lab, workspace, "node1", "node2", "--ssh-config", str(config), "--inject", "--match",
+                     "plain_prog", "--base-port", "6200")
+        cli.wait_ready(workspace, timeout=120, bg=run)
+        ports = cli.launch_ports(workspace / ".vscode" / "launch.json")
+        assert sorted(ports) == [0, 1, 2, 3], run.output()
+        report = json.loads((workspace / ".dbgfwd" / "inject.json").read_text())
+        injected = sorted((r["rank"], r["target"], r["state"], r["port"]) for t in report for r in t["ranks"])
+        assert injected == [(0, "node1", "injected", 6200), (1, "node1", "injected", 6201),
+                            (2, "node2", "injected", 6200), (3, "node2", "injected", 6201)], report
+        assert all(r["applied"][0].endswith("(brought by dbgfwd)") for t in report for r in t["ranks"]), report
+        for rank, port in sorted(ports.items()):
+            with lab.client.inside():
+                try:
+                    assert debug_round("127.0.0.1", port, str(program), BREAK_LINE, "rank") == str(rank)
+                except BaseException:
+                    print(run.output()[-3000:], (tmp_path / f"rank{rank}.log").read_text()[-3000:])
+                    raise
+        assert all(p.poll() is None for p in procs)
+    finally:
+        if run is not None:
+            assert run.stop() == 130, run.output()[-3000:]
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(10)
+    # Each host's reaper removes the bundle (and the markers written for the ranks) once the ranks are gone.
+    deadline = time.monotonic() + 40
+    left = None
+    while time.monotonic() < deadline:
+        left = [p for name in ("h1", "h2") for p in lab.hosts[name].path("/tmp").glob("dbgfwd-inject.*")]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
