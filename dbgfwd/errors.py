@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 9  # a provider's SDK or helper binary is missing
     NO_SESSION = 10  # no running `dbgfwd attach` session in this workspace
     BUSY = 11  # another `dbgfwd attach` already runs in this workspace
+    NOT_INJECTED = 12  # `attach --inject` found ranks but could make none of them debuggable (reasons printed)
     HANGUP = 129  # stopped by SIGHUP (the terminal closed), after a clean shutdown
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     TERMINATED = 143  # stopped by SIGTERM, after a clean shutdown
@@ -46,6 +47,7 @@ _DESCRIPTIONS = {
     ExitCode.UNAVAILABLE: "provider SDK or helper binary missing",
     ExitCode.NO_SESSION: "no running attach session in this workspace",
     ExitCode.BUSY: "another dbgfwd attach runs in this workspace",
+    ExitCode.NOT_INJECTED: "attach --inject could make no rank debuggable",
     ExitCode.HANGUP: "stopped by SIGHUP (terminal closed)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
     ExitCode.TERMINATED: "stopped by SIGTERM",
@@ -134,6 +136,10 @@ class NoSessionError(DbgfwdError):
 
 class WorkspaceBusy(DbgfwdError):
     code = ExitCode.BUSY
+
+
+class NotInjectedError(DbgfwdError):
+    code = ExitCode.NOT_INJECTED
 
 
 class UpstreamError(DbgfwdError):

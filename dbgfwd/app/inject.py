@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbgfwd.app.discover import open_provider
-from dbgfwd.app.options import AttachOptions
+from dbgfwd.app.options import AttachOptions, provider_config
 from dbgfwd.errors import DbgfwdError, NotFoundError, UsageError
 from dbgfwd.providers.base import Capability, Provider, Target
 from dbgfwd.rank.inject import parse_report
@@ -64,9 +64,17 @@ class InjectOptions:
     timeout: float = AGENT_TIMEOUT
 
 
-def check(opts: InjectOptions) -> None:
+def check(opts: InjectOptions, attach: AttachOptions | None = None) -> None:
+    """Everything about --inject that can be said before anything is contacted."""
     import re
 
+    if attach is not None:
+        from dbgfwd import providers
+
+        cls = providers.choose(attach.provider, provider_config(attach))
+        if Capability.EXEC not in cls.capabilities:
+            raise UsageError(f"--inject needs to run commands where the ranks run, which the {cls.name} "
+                             "provider cannot", hint="use it with the local, ssh or kubernetes provider")
     if opts.match is not None:
         try:
             re.compile(opts.match)
@@ -84,12 +92,9 @@ def check(opts: InjectOptions) -> None:
 
 def run_inject(opts: AttachOptions, inject: InjectOptions, console: Console) -> list[TargetResult]:
     """Inject into every running target's ranks; the per-target results. Raises when nothing could be done."""
-    check(inject)
+    check(inject, opts)
     provider = open_provider(opts)
     try:
-        if not provider.has(Capability.EXEC):
-            raise UsageError(f"--inject needs to run commands where the ranks run, which the {provider.name} "
-                             "provider cannot", hint="use it with the local, ssh or kubernetes provider")
         with console.status(f"discovering ({provider.name})..."):
             discovery = provider.exec_targets()
         running = list(discovery.targets)

@@ -105,7 +105,7 @@ def attach(
         from dbgfwd.ui.inject import show_inject
 
         how = injection.InjectOptions(match=match, dry_run=list_only, collective_timeout=collective_timeout)
-        injection.check(how)
+        injection.check(how, opts)
         from dataclasses import replace
 
         from dbgfwd.app.options import validate
@@ -124,10 +124,10 @@ def attach(
                 console.emit_json({"inject": injected})
             return
         if not ok and not pending:
-            from dbgfwd.errors import UnreachableError
+            from dbgfwd.errors import NotInjectedError
 
-            raise UnreachableError(f"no rank could be made debuggable ({bad} failed or skipped)",
-                                   hint="see the reasons above")
+            raise NotInjectedError(f"no rank could be made debuggable ({bad} failed or skipped)",
+                                   hint="see each rank's reason above")
     if list_only:
         from dbgfwd.app.discover import discover
         from dbgfwd.ui.listing import show_listing

@@ -17,6 +17,7 @@ from dbgfwd.engine.planning import Planning
 from dbgfwd.engine.settings import EngineSettings
 from dbgfwd.engine.table import RankTable
 from dbgfwd.errors import DbgfwdError
+from dbgfwd.plan.layout import of_job
 from dbgfwd.providers.base import Capability, Provider, Target
 
 log = logging.getLogger("dbgfwd.engine")
@@ -102,9 +103,14 @@ class Readiness:
                 elif t.key in results:
                     res = results[t.key]
                     if res is not None:
-                        for m in res.markers:
+                        for m in of_job(res.markers, self.planning.plan.base_port):
                             if m.rank != r.planned.rank:
                                 continue
+                            ident = (t.key, m.hostname, m.pid, m.started)
+                            if ident != r.upstream:  # a new process behind this rank (restart, new pod)
+                                r.upstream = ident
+                                r.generation += 1
+                                changed = True
                             if m.port != r.planned.remote_port:  # restarted on another port: follow it
                                 r.planned = replace(r.planned, remote_port=m.port)
                             program = m.argv[0] if m.argv else None

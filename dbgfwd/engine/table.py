@@ -37,6 +37,8 @@ class RankEntry:
     down_since: float | None = None  # wall-clock time its target was first seen down (for the reason)
     marker_cwd: str | None = None  # the rank's own working directory (its marker): the truest remote root
     program: str | None = None  # what it runs (its marker's argv[0])
+    upstream: tuple | None = None  # which process is behind the rank (target, host, pid, start), from its marker
+    generation: int = 0  # bumped each time another process is seen behind the rank (a restart, a new pod)
 
     @property
     def state(self) -> RankState:
@@ -66,7 +68,7 @@ class RankEntry:
             target_status=t.status if t else "not found yet", state=self.state,
             reason=self.failed or self.reason, clients=len(self.relays), connections=self.connections,
             failures=self.failures, bytes_up=self.bytes_up + live_up, bytes_down=self.bytes_down + live_down,
-            remote_root=root, program=self.program)
+            remote_root=root, program=self.program, generation=self.generation)
 
 
 class RankTable:

@@ -89,3 +89,57 @@ def test_a_running_torchrun_job_is_injected_attached_debugged_and_survives_a_hol
         if bg is not None:
             assert bg.stop() == 130, bg.output()
         job.stop()
+
+
+# ---- the command's edges: bad input, nothing found, nothing injectable ----
+
+LOOP = '''\
+import os, time
+while True:
+    time.sleep(0.05)
+'''
+
+
+def test_inject_options_without_inject_and_bad_patterns_are_usage_errors(tmp_path):
+    for args, words in ((["--match", "train.py"], "--match and --collective-timeout go with --inject"),
+                        (["--inject", "--match", "train[("], "is not a regular expression"),
+                        (["--inject", "--collective-timeout", "soon"], "--collective-timeout: not a duration"),
+                        (["--inject", "--provider", "batch", "0b7f3a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "--region", "us-east-1"],
+                         "--inject needs to run commands where the ranks run")):
+        res = cli.run("attach", *args, "--workspace", str(tmp_path), timeout=60)
+        assert res.returncode == 2, (args, res.stderr)
+        (line,) = res.stderr.strip().splitlines()
+        assert words in line, (args, line)
+    assert not (tmp_path / ".vscode").exists() and not (tmp_path / ".dbgfwd").exists()
+
+
+def test_no_rank_process_exits_3_and_none_injectable_exits_12(tmp_path, port_block):
+    import os
+    import subprocess
+
+    tag = f"inject_edge_{os.getpid()}.py"
+    res = cli.run("attach", "--inject", "--match", tag, "--workspace", str(tmp_path), timeout=60)
+    assert res.returncode == 3, res.stderr
+    assert "no rank processes found on 1 target(s)" in res.stderr
+
+    program = tmp_path / tag
+    program.write_text(LOOP)
+    env = dict(os.environ, RANK="0", LOCAL_RANK="0")
+    proc = subprocess.Popen([sys.executable, str(program)], env=env, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        listed = cli.run("attach", "--inject", "--match", tag, "--list", "--json", "--base-port", str(port_block(2)),
+                         "--workspace", str(tmp_path), timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        (target,) = json.loads(listed.stdout)["inject"]
+        assert [(r["pid"], r["state"]) for r in target["ranks"]] == [(proc.pid, "injectable")]
+        failed = cli.run("attach", "--inject", "--match", tag, "--workspace", str(tmp_path), timeout=60,
+                         env={"DBGFWD_GDB": str(tmp_path / "no-gdb")})
+        assert failed.returncode == 12, failed.stderr
+        assert "gdb is not installed here" in failed.stdout + failed.stderr
+        assert failed.stderr.strip().splitlines()[-1].startswith("dbgfwd: error: no rank could be made debuggable")
+        assert not (tmp_path / ".vscode").exists()
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
