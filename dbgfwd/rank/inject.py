@@ -519,78 +519,95 @@ def _main_thread_blocked(pid: int) -> bool | None:
     return bool(first) and first[0] not in (b"running", b"-1")
 
 
-def _wait_result(path: str, pid: int, seconds: float) -> dict | None:
+def _wait_file(path: str, pid: int, seconds: float) -> bool:
+    """True once `path` exists; False when `seconds` pass or the process is gone first."""
     deadline = time.monotonic() + seconds
     while True:
-        raw = _read(path, 1 << 20)
-        if raw:
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                data = {"ok": False, "error": raw.decode("utf-8", "replace")[:300]}
-            return data if isinstance(data, dict) else {"ok": False, "error": str(data)[:300]}
+        if os.path.exists(path):
+            return True
         if not os.path.exists(f"/proc/{pid}") or time.monotonic() >= deadline:
-            return None
+            return os.path.exists(path)
         time.sleep(0.02)
 
 
-def inject_one(rank: Rank, request: dict, workdir: str, gdb: str | None, timeout: float) -> None:
+def _paths(workdir: str, pid: int) -> tuple[str, str, str]:
+    """(result file, started file, code file) of one rank's injection."""
+    return tuple(os.path.join(workdir, f"{kind}-{pid}.{ext}")  # type: ignore[return-value]
+                 for kind, ext in (("result", "json"), ("started", "flag"), ("code", "bin")))
+
+
+def deliver(rank: Rank, request: dict, workdir: str, gdb: str | None, timeout: float) -> bool:
+    """Have the rank start running the bootstrap: True once it has (it then works on its own, and `collect`
+    reads what it did); False with the rank's state and reason set when it cannot be done."""
     from dbgfwd.rank.injected import bootstrap
 
-    began = time.monotonic()
-    result_path = os.path.join(workdir, f"result-{rank.pid}.json")
-    config = {"base_port": int(request["base_port"]), "result": result_path, "runtime_dir": request.get("runtime_dir"),
-              "debugpy_dir": request.get("debugpy_dir"), "collective_timeout": request.get("collective_timeout")}
+    result_path, started_path, code_file = _paths(workdir, rank.pid)
+    config = {"base_port": int(request["base_port"]), "result": result_path, "started": started_path,
+              "runtime_dir": request.get("runtime_dir"), "debugpy_dir": request.get("debugpy_dir"),
+              "collective_timeout": request.get("collective_timeout")}
     code = bootstrap(request["bundle"], config).encode() + b"\0"
-    code_file = os.path.join(workdir, f"code-{rank.pid}.bin")
     with open(code_file, "wb") as fh:
         fh.write(code)
-    deadline = began + timeout
-    result = None
+    deadline = time.monotonic() + timeout
     try:
         version = tuple(int(x) for x in rank.python.split(".")) if rank.python else (0, 0)
         if gdb is None and version >= (3, 14):
             rank.how = "remote-exec"
-            script = os.path.join(workdir, f"code-{rank.pid}.py")
+            script = code_file[:-len(".bin")] + ".py"
             with open(script, "wb") as fh:
                 fh.write(code[:-1])
             done = subprocess.run([rank.exe, "-c", f"import sys; sys.remote_exec({rank.pid}, {script!r})"],
                                   capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
             if done.returncode != 0:
                 raise _GdbFailed(f"sys.remote_exec failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-            result = _wait_result(result_path, rank.pid, max(0.1, deadline - time.monotonic()))
-        else:
-            rank.how = "pending-call"
-            queued = _gdb_outcome(_run_gdb(gdb, rank.pid, _gdb_script(code_file, len(code), False), workdir,
-                                           max(5.0, deadline - time.monotonic())))
-            result = _wait_result(result_path, rank.pid, PENDING_WAIT if queued == 0 else 0)
-            while result is None and time.monotonic() < deadline:
-                blocked = _main_thread_blocked(rank.pid)
-                if blocked is None:
-                    raise _GdbFailed("the process exited during injection")
-                if blocked:
-                    rank.how = "main-thread"
-                    _gdb_outcome(_run_gdb(gdb, rank.pid, _gdb_script(code_file, len(code), True), workdir,
-                                          max(5.0, deadline - time.monotonic())))
-                    result = _wait_result(result_path, rank.pid, 5.0)
-                    break
-                result = _wait_result(result_path, rank.pid, 0.2)
+            return _wait_file(started_path, rank.pid, max(0.1, deadline - time.monotonic()))
+        rank.how = "pending-call"
+        queued = _gdb_outcome(_run_gdb(gdb, rank.pid, _gdb_script(code_file, len(code), False), workdir,
+                                       max(5.0, deadline - time.monotonic())))
+        if _wait_file(started_path, rank.pid, PENDING_WAIT if queued == 0 else 0):
+            return True
+        while time.monotonic() < deadline:
+            blocked = _main_thread_blocked(rank.pid)
+            if blocked is None:
+                raise _GdbFailed("the process exited during injection")
+            if blocked:  # no safe point will come soon: enter the thread where it waits
+                rank.how = "main-thread"
+                _gdb_outcome(_run_gdb(gdb, rank.pid, _gdb_script(code_file, len(code), True), workdir,
+                                      max(5.0, deadline - time.monotonic())))
+                return _wait_file(started_path, rank.pid, 1.0)
+            if _wait_file(started_path, rank.pid, 0.2):
+                return True
+        rank.state, rank.reason = "pending", (f"queued, not run within {timeout:g}s: the main thread is busy in "
+                                              "native code; debugpy starts when it next runs Python")
     except _GdbFailed as exc:
         gone = not os.path.exists(f"/proc/{rank.pid}")
         rank.state, rank.reason = "failed", "the process exited during injection" if gone else str(exc)
     except (OSError, subprocess.SubprocessError) as exc:
         rank.state, rank.reason = "failed", f"cannot run the injector: {exc}"
-    finally:
-        rank.took = round(time.monotonic() - began, 3)
-    if rank.state == "failed":
-        return
-    if result is None:
+    return False
+
+
+def collect(rank: Rank, workdir: str, deadline: float) -> None:
+    """What the bootstrap did in the rank (it writes its result once debugpy listens, or it failed)."""
+    result_path = _paths(workdir, rank.pid)[0]
+    raw = None
+    while True:
+        raw = _read(result_path, 1 << 20)
+        if raw or not os.path.exists(f"/proc/{rank.pid}") or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    if not raw:
         if not os.path.exists(f"/proc/{rank.pid}"):
             rank.state, rank.reason = "failed", "the process exited during injection"
         else:
-            rank.state, rank.reason = "pending", (f"queued, not run within {timeout:g}s: the main thread is busy in "
-                                                  "native code; debugpy starts when it next runs Python")
+            rank.state, rank.reason = "failed", "started, but debugpy did not come up in time (see the job's output)"
         return
+    try:
+        result = json.loads(raw)
+    except ValueError:  # the bootstrap's last resort: the exception's repr
+        result = {"ok": False, "error": raw.decode("utf-8", "replace")[:300]}
+    if not isinstance(result, dict):
+        result = {"ok": False, "error": str(result)[:300]}
     rank.applied, rank.warnings = list(result.get("applied") or []), list(result.get("warnings") or [])
     if result.get("ok"):
         rank.state = "injected"
@@ -600,15 +617,29 @@ def inject_one(rank: Rank, request: dict, workdir: str, gdb: str | None, timeout
         rank.state, rank.reason = "failed", f"inside the process: {result.get('error') or 'unknown error'}"
 
 
+def inject_one(rank: Rank, request: dict, workdir: str, gdb: str | None, timeout: float) -> None:
+    began = time.monotonic()
+    if deliver(rank, request, workdir, gdb, timeout):
+        collect(rank, workdir, began + timeout)
+    rank.took = round(time.monotonic() - began, 3)
+
+
 def inject(ranks: list[Rank], request: dict) -> None:
+    """Every injectable rank: delivered a few at a time (gdb is short but busy), then each rank starts debugpy
+    on its own while the others are delivered; results are collected at the end."""
     todo = [r for r in ranks if r.state == "injectable"]
     if not todo:
         return
     gdb = find_gdb()
     workdir = request["bundle"]
     timeout = float(request.get("timeout") or 30.0)
+    began = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, min(len(todo), (os.cpu_count() or 2) * 2, 16))) as pool:
-        list(pool.map(lambda r: inject_one(r, request, workdir, gdb, timeout), todo))
+        delivered = list(pool.map(lambda r: deliver(r, request, workdir, gdb, timeout), todo))
+    for rank, ok in zip(todo, delivered):
+        if ok:
+            collect(rank, workdir, time.monotonic() + timeout)
+        rank.took = round(time.monotonic() - began, 3)
 
 
 def reap_when_gone(directory: str, pids: list[int], files: list[str]) -> None:

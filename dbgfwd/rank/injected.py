@@ -33,6 +33,7 @@ def bootstrap(bundle: str, config: dict) -> str:
         f"if not getattr(sys, {_DONE!r}, False):\n"
         f"    setattr(sys, {_DONE!r}, True)\n"
         "    try:\n"
+        f"        open({config['started']!r}, 'w').close()\n"
         f"        sys.path.insert(0, {bundle!r})\n"
         "        try:\n"
         "            from dbgfwd.rank import injected\n"

@@ -91,6 +91,60 @@ def test_a_running_torchrun_job_is_injected_attached_debugged_and_survives_a_hol
         job.stop()
 
 
+
+def test_my_job_is_hung_right_now_inject_then_stacks_then_the_odd_rank(tmp_path, port_block):
+    """The README's path on a real hung torchrun job started without dbgfwd-rank: rank 3 loops in its data
+    loader while ranks 0-2 wait inside all_reduce (their main threads in C, in a system call: entered directly).
+    inject; `stacks` names rank 3; a debugger on rank 3 stops in the loop; released, the job goes on."""
+    from tests.support.torchjob import HANG_LOOP_LINE, HANG_PROGRAM, HANG_REDUCE_LINE
+
+    torch_or_skip()
+    base, master, local_base = port_block(4), port_block(1, start=40000), port_block(4, start=30000)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    job = start_job(tmp_path / "job", [torchrun, "--nproc-per-node", "4", "--master-addr", "127.0.0.1",
+                                       "--master-port", str(master)], 4, base, program_text=HANG_PROGRAM,
+                    under_dbgfwd=False, env={"DBGFWD_TEST_PG_TIMEOUT": "300"})
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    bg = None
+    try:
+        job.wait_steps(0, 10)
+        time.sleep(0.5)
+        assert job.steps(0) == 10  # hung: rank 3 never joins the 11th all_reduce
+        bg = cli.Background("attach", "--provider", "local", "--inject", "--match", "train.py",
+                            "--runtime-dir", str(job.runtime), "--base-port", str(base),
+                            "--local-base-port", str(local_base), "--workspace", str(ws), log=tmp_path / "attach.log")
+        cli.wait_ready(ws, timeout=120, bg=bg)
+        report = {r["rank"]: r for r in json.loads((ws / ".dbgfwd" / "inject.json").read_text())[0]["ranks"]}
+        assert {r: (v["state"], v["how"]) for r, v in report.items()} == {
+            0: ("injected", "main-thread"), 1: ("injected", "main-thread"), 2: ("injected", "main-thread"),
+            3: ("injected", "pending-call")}, report
+
+        res = cli.run("stacks", "--workspace", str(ws), "--json", timeout=120)
+        assert res.returncode == 0, res.stderr
+        groups = json.loads(res.stdout)["groups"]
+        assert [g["ranks"] for g in groups] == [[3], [0, 1, 2]]
+        top = groups[0]["frames"][0]
+        assert top["function"] == "load_batch" and top["line"] in (HANG_LOOP_LINE, HANG_LOOP_LINE + 1)
+        mine = next(f for f in groups[1]["frames"] if f["file"] == str(job.program))
+        assert mine["line"] == HANG_REDUCE_LINE
+
+        ports = cli.launch_ports(ws / ".vscode" / "launch.json")
+        client = DapClient("127.0.0.1", ports[3], timeout=60)
+        client.attach({str(job.program): [HANG_LOOP_LINE]})
+        thread_id = client.wait_stopped(60)["body"]["threadId"]
+        frame = client.top_frame(thread_id)
+        assert (frame["line"], client.evaluate("(rank, step)", frame["id"])) == (HANG_LOOP_LINE, "(3, 10)")
+        (job.progress / "release").touch()
+        _release(client, thread_id, job.program)
+        for rank in range(4):
+            job.wait_steps(rank, 20)  # the job goes on, every rank
+        assert job.proc.poll() is None
+    finally:
+        if bg is not None:
+            assert bg.stop() == 130, bg.output()
+        job.stop()
+
 # ---- the command's edges: bad input, nothing found, nothing injectable ----
 
 LOOP = '''\

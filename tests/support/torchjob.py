@@ -149,8 +149,8 @@ def start_job(directory: Path, launcher: list[str], ranks: int, base_port: int, 
     progress.mkdir(exist_ok=True)
     log = directory / "job.log"
     full_env = dict(os.environ, DBGFWD_RUNTIME_DIR=str(runtime), DBGFWD_TEST_PROGRESS=str(progress),
-                    DBGFWD_TEST_PG_TIMEOUT=str(PG_TIMEOUT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
-                    **(env or {}))
+                    DBGFWD_TEST_PG_TIMEOUT=str(PG_TIMEOUT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    full_env.update(env or {})
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         full_env.pop(var, None)
     cmd = [*launcher, "-m", "dbgfwd.rank", "--base-port", str(base_port), *rank_args, "--", str(program)] \
