@@ -40,6 +40,7 @@ class LaunchWriter:
         self._portability_said = False
         self._said: set[str] = set()
         self._lock = threading.Lock()
+        self.job_port: int | None = None  # the job session's port, once it listens
 
     def __call__(self, ranks: list[RankStatus]) -> None:
         if self.path is None:
@@ -76,7 +77,7 @@ class LaunchWriter:
                 self.path, entries,
                 LaunchOptions(local_root=self.opts.local_root, remote_root=self.opts.remote_root,
                               just_my_code=self.opts.just_my_code, wait_command=wait_command(),
-                              workspace=task_workspace(self.path, self.opts.workspace)),
+                              workspace=task_workspace(self.path, self.opts.workspace), job_port=self.job_port),
                 tasks_path=self.path.parent / "tasks.json")
         except (DbgfwdError, OSError) as exc:
             err = exc if isinstance(exc, DbgfwdError) else write_error(self.path, exc)
@@ -191,14 +192,63 @@ def run_attach(opts: AttachOptions, console: Console,
     except BaseException:
         engine.stop()
         raise
+    job = None
     try:
-        return _serve(opts, console, engine, writer, launch, lock, on_ready, stop_event or lifecycle.stop_event())
+        if opts.job_session:
+            job = open_job_session(opts, engine, console)
+            if job is not None:
+                launch.job_port = meta["job_port"] = job.port
+        return _serve(opts, console, engine, writer, launch, lock, on_ready, stop_event or lifecycle.stop_event(),
+                      job)
     finally:
+        if job is not None:
+            job.stop()
         lock.release()
 
 
+def rank_config(opts: AttachOptions, status: RankStatus) -> dict:
+    """A rank's attach configuration as the job session announces it: launch.json's, variables resolved."""
+    from dbgfwd.app.jobsession import resolve_workspace
+    from dbgfwd.vscode import AttachEntry, LaunchOptions
+    from dbgfwd.vscode.generate import attach_config
+
+    p = status.planned
+    entry = AttachEntry(rank=p.rank, local_port=p.local_port, node=status.target_name, local_rank=p.local_rank,
+                        remote_root=status.remote_root, program=status.program)
+    config = attach_config(entry, LaunchOptions(local_root=opts.local_root, remote_root=opts.remote_root,
+                                                just_my_code=opts.just_my_code))
+    config.pop("presentation", None)
+    config["name"] = f"rank {p.rank} ({status.target_name})"
+    config["subProcessId"] = p.rank
+    return resolve_workspace(config, opts.workspace)
+
+
+def open_job_session(opts: AttachOptions, engine: Engine, console: Console):
+    """The job session's listener (see dbgfwd.app.jobsession), on the port this workspace used last when it is
+    free; None (said once) when no port can be had."""
+    from dbgfwd.app.jobsession import JobSession, choose_port
+    from dbgfwd.workspace.ports import PortMemory
+
+    memory = PortMemory.of(opts.workspace)
+    taken = {r.planned.local_port for r in engine.snapshot()}
+    port = choose_port(memory.load_job(), engine.plan.local_base_port, taken)
+    try:
+        job = JobSession(engine, lambda st: rank_config(opts, st), port, auto=opts.job_ranks,
+                         allowed_uids=engine.settings.allowed_uids)
+    except OSError as exc:
+        console.warn(f"no job session (cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}); the per-rank "
+                     "configs work as before")
+        return None
+    try:
+        memory.save_job(job.port)
+    except (DbgfwdError, OSError) as exc:
+        log.warning("cannot remember the job session's port: %s", exc)
+    return job
+
+
 def _serve(opts: AttachOptions, console: Console, engine: Engine, writer: SessionWriter, launch: LaunchWriter,
-           lock: state.WorkspaceLock, on_ready: Callable[[Engine], None] | None, stop: threading.Event) -> Engine:
+           lock: state.WorkspaceLock, on_ready: Callable[[Engine], None] | None, stop: threading.Event,
+           job=None) -> Engine:
     try:
         with lifecycle.on_abort(lambda: state.remove_session(opts.workspace)):
             with console.status(f"discovering ranks ({engine.provider.name})..."):
@@ -206,6 +256,8 @@ def _serve(opts: AttachOptions, console: Console, engine: Engine, writer: Sessio
                     return engine
             for note in engine.notes:
                 console.warn(note)
+            if job is not None:
+                job.start()
             writer.start()
             writer.write_now()
             if engine.targets and not engine.snapshot():

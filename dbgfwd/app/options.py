@@ -41,6 +41,8 @@ class AttachOptions:
     allow_groups: tuple[str, ...] = ()  # ... or every member of these groups
     client_wait: float = 60.0
     duration: float | None = None  # stop by itself after this many seconds
+    job_session: bool = True  # serve the job session ("dbgfwd: job" in launch.json)
+    job_ranks: frozenset[int] | None = None  # ranks the job session attaches by itself (None: all)
     verbose: int = 0
 
 

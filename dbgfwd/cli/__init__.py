@@ -72,9 +72,9 @@ def _root(
 
 
 def _register() -> None:
-    from dbgfwd.cli import attach, demo, gen_launch, ls, ranks, snippet, stacks, status, wait
+    from dbgfwd.cli import attach, attach_rank, demo, gen_launch, ls, ranks, snippet, stacks, status, wait
 
-    for module in (ranks, attach, ls, status, wait, stacks, gen_launch, snippet, demo):
+    for module in (ranks, attach, attach_rank, ls, status, wait, stacks, gen_launch, snippet, demo):
         module.register(app)
 
 

@@ -40,6 +40,11 @@ def attach(
         None, "--just-my-code/--no-just-my-code", rich_help_panel=o.VSCODE,
         help="write justMyCode into the attach configs (default: not written, so your VS Code setting "
              "debugpy.debugJustMyCode applies)"),
+    job_ranks: str = typer.Option("all", "--job-ranks", metavar="RANKS", rich_help_panel=o.VSCODE,
+                                  help="ranks the \"dbgfwd: job\" session attaches by itself: all, none, or e.g. 0 "
+                                       "(rank 0 now; the others with `dbgfwd attach-rank N`)"),
+    no_job_session: bool = typer.Option(False, "--no-job-session", rich_help_panel=o.VSCODE,
+                                        help="do not serve the job session (no \"dbgfwd: job\" config)"),
     allow_user: Optional[List[str]] = typer.Option(None, "--allow-user", metavar="USER", rich_help_panel=o.ACCESS,
                                                    help="also serve connections from this local user (name or "
                                                         "uid; repeatable). By default only your own processes "
@@ -93,6 +98,7 @@ def attach(
         local_root=local_root, remote_root=remote_root, just_my_code=just_my_code, bind_host=bind,
         allow_users=tuple(allow_user or ()), allow_groups=tuple(allow_group or ()),
         client_wait=client_wait, duration=duration, verbose=console.verbosity,
+        job_session=not no_job_session, job_ranks=o.job_rank_set(job_ranks),
     )
     if (match is not None or collective_timeout is not None) and not inject:
         from dbgfwd.errors import UsageError

@@ -97,6 +97,16 @@ def rank_set(text: Optional[str]):
     return parse_rank_set(text) if text else None
 
 
+def job_rank_set(text: str):
+    """--job-ranks: "all" (None: every rank), "none" (no rank by itself), or a rank set such as 0 or 0-3."""
+    value = (text or "all").strip().lower()
+    if value == "all":
+        return None
+    if value == "none":
+        return frozenset()
+    return frozenset(rank_set(text))
+
+
 def workspace_of(path: Optional[Path]) -> Path:
     """The workspace folder: --workspace, $DBGFWD_WORKSPACE, else the current folder. One that is named must
     exist (a typo must not create a tree): NotFoundPathError otherwise."""

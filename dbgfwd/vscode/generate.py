@@ -59,6 +59,15 @@ def format_ranks(ranks: Sequence[int]) -> str:
     return ",".join(out)
 
 
+JOB_NAME = "dbgfwd: job"  # the one config for the whole job; no other name dbgfwd writes says "job"
+
+
+def job_config(port: int) -> dict:
+    """The attach config of the job session (dbgfwd.app.jobsession): every rank appears under it."""
+    return {"name": JOB_NAME, "type": "debugpy", "request": "attach", "connect": {"host": "127.0.0.1", "port": port},
+            "presentation": {"group": "dbgfwd", "order": -1, MARKER_KEY: MARKER_VALUE}}  # first in the dropdown
+
+
 def config_name(entry: AttachEntry) -> str:
     return f"dbgfwd: rank {entry.rank} ({entry.node})"
 
@@ -78,6 +87,8 @@ def endpoints(configurations: list[dict]) -> list[dict]:
     """Each rank's address and path mappings, for any editor or script (nvim-dap, a DAP client of one's own)."""
     out = []
     for c in configurations:
+        if c.get("name") == JOB_NAME:
+            continue
         rank = c.get("name", "").split()[2] if c.get("name", "").startswith("dbgfwd: rank ") else None
         out.append({"rank": int(rank) if rank and rank.isdigit() else None, "name": c.get("name"),
                     "host": c["connect"]["host"], "port": c["connect"]["port"],
@@ -176,6 +187,10 @@ def generate(entries: Sequence[AttachEntry], options: LaunchOptions, taken: froz
     for config, e in zip(configurations, entries):
         config["name"] = names[e.rank]
     compounds, tasks, labels = [], [], set()
+    if options.job_port:
+        job = job_config(options.job_port)
+        job["name"] = _unique(JOB_NAME, taken)
+        configurations.insert(0, job)
     for order, (name, label, members) in enumerate(_compound_sets(entries, options)):
         name, label = _unique(name, taken), _unique(label, taken_labels)
         compound = templates.load_json("compound.json", {

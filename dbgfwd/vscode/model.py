@@ -29,6 +29,7 @@ class LaunchOptions:
     wait_task: bool = True  # compounds get a preLaunchTask running `dbgfwd wait` (tasks.json)
     wait_command: str = "dbgfwd"  # how that task invokes dbgfwd ("python -m dbgfwd" works too)
     workspace: str | None = None  # set when launch.json is not in <workspace>/.vscode: the task must be told
+    job_port: int | None = None  # the running attach's job session: write the "dbgfwd: job" config for it
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def test_shell_completion_of_commands_options_and_local_targets(tmp_path):
         "- name: prod\n  context: {cluster: c}\n")
     (tmp_path / ".aws").mkdir()
     (tmp_path / ".aws" / "config").write_text("[default]\nregion=us-east-1\n[profile ml]\nregion=us-west-2\n")
-    assert _complete("dbgfwd at", tmp_path) == ["attach"]
+    assert _complete("dbgfwd at", tmp_path) == ["attach", "attach-rank"]
     assert "--base-port" in _complete("dbgfwd attach --base", tmp_path)
     assert _complete("dbgfwd attach --provider ", tmp_path) == ["batch", "kubernetes", "local", "ssh"]
     assert _complete("dbgfwd attach --context ", tmp_path) == ["dev", "prod"]

@@ -188,3 +188,35 @@ def debug_round(host: str, port: int, source: str, line: int, expression: str,
         return value
     finally:
         client.disconnect()
+
+
+class ExtensionJobSession:
+    """What VS Code's Python debugger extension does with a "dbgfwd: job" session: the DAP handshake with the
+    job session, then, for every `debugpyAttach` event, a child session started with the event's body as its
+    attach configuration (childProcessAttachService: connect to body.connect, the body's pathMappings)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 60.0):
+        self.parent = DapClient(host, port, timeout=timeout)
+        self.parent.attach({})
+        self.announced: list[dict] = []  # every debugpyAttach body, in order
+
+    def next_attach(self, timeout: float = 60.0) -> dict:
+        body = self.parent.wait_event("debugpyAttach", timeout)["body"]
+        self.announced.append(body)
+        return body
+
+    def child(self, body: dict, breakpoints: dict[str, list[int]], timeout: float = 60.0) -> DapClient:
+        client = DapClient(body["connect"]["host"], int(body["connect"]["port"]), timeout=timeout)
+        client.attach(breakpoints, path_mappings=body.get("pathMappings"), just_my_code=body.get("justMyCode", True))
+        return client
+
+    def console(self) -> list[str]:
+        """Debug Console lines received so far."""
+        return [e["body"]["output"].rstrip("\n") for e in self.parent.events if e.get("event") == "output"]
+
+    def sync(self) -> None:
+        """A round trip: everything the job session sent before its answer has been read."""
+        self.parent.request("threads")
+
+    def close(self) -> None:
+        self.parent.disconnect()
