@@ -12,6 +12,7 @@ import pytest
 from tests.support import cli
 from tests.support.dap import DapError, ExtensionJobSession
 from tests.support.ranks import BREAK_LINE, local_ranks, start_rank, wait_for_markers, write_program
+from tests.test_shared_machine import other  # noqa: F401  (the second local user)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -89,6 +90,68 @@ def test_every_rank_appears_and_a_restarted_rank_reappears_on_its_own(tmp_path, 
         finally:
             for child in children.values():
                 child.close()
+            if editor is not None:
+                editor.close()
+            assert bg.stop() == 130, bg.output()
+
+
+OTHER_CLIENT = """
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+body = b'{"seq": 1, "type": "request", "command": "initialize", "arguments": {}}'
+c.sendall(b"Content-Length: %d\\r\\n\\r\\n" % len(body) + body)
+try:
+    print("answered" if c.recv(65536) else "closed", flush=True)
+except ConnectionResetError:
+    print("closed", flush=True)
+"""
+
+
+def test_job_ranks_on_demand_attach_rank_and_who_may_connect(tmp_path, port_block, other):  # noqa: F811
+    """--job-ranks 0: only rank 0 by itself; `dbgfwd attach-rank 2` adds rank 2; nothing ever connects to rank 1.
+    The endpoint listens on loopback only and closes another user's connection."""
+    import subprocess
+
+    from dbgfwd.rank.markers import parse_tcp_table
+    from tests.test_shared_machine import OTHER, SYSTEM_PYTHON
+
+    program = write_program(tmp_path)
+    base, local_base = port_block(3), port_block(4, start=30000)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    no_editor = cli.run("attach-rank", "1", "--workspace", str(ws))
+    assert no_editor.returncode == 10 and "no running `dbgfwd attach`" in no_editor.stderr
+    with local_ranks(tmp_path, base, 3, program) as ranks:
+        bg = cli.Background("attach", "--provider", "local", "--runtime-dir", str(ranks["runtime"]),
+                            "--base-port", str(base), "--local-base-port", str(local_base + 1), "--workspace",
+                            str(ws), "--job-ranks", "0", log=tmp_path / "attach.log")
+        editor = None
+        try:
+            cli.wait_ready(ws, bg=bg)
+            port = _job_port(ws)
+            listening = [s for s in parse_tcp_table(open("/proc/net/tcp").read()) if s.local_port == port
+                         and s.state == "0A"]
+            assert [s.local_ip for s in listening] == ["127.0.0.1"]
+            refused = cli.run("attach-rank", "2", "--workspace", str(ws))
+            assert refused.returncode == 10 and "no editor is connected to the job session" in refused.stderr
+
+            other_client = subprocess.run(["runuser", "-u", OTHER, "--", SYSTEM_PYTHON, "-c", OTHER_CLIENT, str(port)],
+                                          capture_output=True, text=True, timeout=30, cwd="/")
+            assert other_client.stdout.strip() == "closed", other_client
+
+            editor = ExtensionJobSession(port)
+            assert editor.next_attach()["subProcessId"] == 0
+            asked = cli.run("attach-rank", "2", "--workspace", str(ws), "--json")
+            assert asked.returncode == 0, asked.stderr
+            assert json.loads(asked.stdout)["announced"] == [2]
+            assert editor.next_attach()["subProcessId"] == 2
+            unknown = cli.run("attach-rank", "7", "--workspace", str(ws))
+            assert unknown.returncode == 3 and "no rank 7 in this session" in unknown.stderr
+            editor.sync()
+            assert [b["subProcessId"] for b in editor.announced] == [0, 2]
+            by_rank = {r["rank"]: r for r in cli.session(ws)["ranks"]}
+            assert by_rank[1]["connections"] == 0  # the job session itself never connects to a rank
+        finally:
             if editor is not None:
                 editor.close()
             assert bg.stop() == 130, bg.output()

@@ -247,3 +247,49 @@ def test_inject_into_pods_whose_ranks_run_without_dbgfwd(k8s, tmp_path, port_blo
         assert k8s.stats.exec["p-master-0"] >= 2  # staging + scan, then injection (and the probes)
     finally:
         assert bg.stop() == 130, bg.output()[-3000:]
+
+
+def test_job_session_announces_every_rank_and_again_those_of_a_replaced_pod(k8s, tmp_path, port_block):
+    """The "dbgfwd: job" session through pod port-forwards, with a client behaving like VS Code's Python
+    extension: a child session per rank; when worker-0 is replaced by a new pod, ranks 2 and 3 (and only they)
+    are announced again and their new processes stop at the breakpoint."""
+    from tests.support.dap import ExtensionJobSession
+
+    program = k8s_jobs.pytorchjob(k8s, "j", "ml", workers=1, ranks_per_pod=2)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    base = port_block(5)
+    bg = attach(k8s, ws, tmp_path, "pytorchjob/j", "-n", "ml", "--local-base-port", str(base + 1))
+    editor, children = None, {}
+    try:
+        cli.wait_ready(ws, 90, bg=bg)
+        editor = ExtensionJobSession(cli.session(ws)["job_port"])
+        for _ in range(4):
+            body = editor.next_attach()
+            children[body["subProcessId"]] = editor.child(body, {str(program): [ranks.BREAK_LINE]})
+        for rank, child in sorted(children.items()):
+            thread_id = child.wait_stopped(60)["body"]["threadId"]
+            assert child.evaluate("rank", child.top_frame(thread_id)["id"]) == str(rank)
+            child.request("setBreakpoints", {"source": {"path": str(program)}, "breakpoints": []})
+            child.continue_(thread_id)
+
+        replace_worker(k8s, "j", 0, program, gen=2)
+        again = {}
+        for _ in range(2):
+            body = editor.next_attach(90)
+            again[body["subProcessId"]] = editor.child(body, {str(program): [ranks.BREAK_LINE]})
+        assert sorted(again) == [2, 3]
+        for rank, child in sorted(again.items()):
+            children.pop(rank).close()
+            children[rank] = child
+            thread_id = child.wait_stopped(60)["body"]["threadId"]
+            assert child.evaluate("(rank, os.environ['POD_GEN'])", child.top_frame(thread_id)["id"]) == \
+                repr((rank, "2"))
+        editor.sync()
+        assert [b["subProcessId"] for b in editor.announced] == [0, 1, 2, 3, 2, 3]
+    finally:
+        for child in children.values():
+            child.close()
+        if editor is not None:
+            editor.close()
+        assert bg.stop() == 130, bg.output()[-3000:]

@@ -256,3 +256,56 @@ def test_inject_into_ranks_started_without_dbgfwd_on_two_hosts(lab, tmp_path):
             break
         time.sleep(0.5)
     assert not left, left
+
+
+def test_job_session_over_ssh_every_rank_and_a_restarted_one(lab, tmp_path):
+    """The "dbgfwd: job" session through SSH forwards: a client behaving like VS Code's Python extension gets a
+    child session per rank on two hosts; a rank restarted on its host is announced again, and only it."""
+    from tests.providers.ssh.conftest import BASE_PORT, start_host_ranks  # noqa: F401
+    from tests.support.dap import ExtensionJobSession
+    from tests.support.ranks import start_rank, wait_for_markers
+
+    config = config_with(lab, tmp_path / "ssh_config", {"node1": (lab.hosts["h1"], {}),
+                                                          "node2": (lab.hosts["h2"], {})})
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    run = Attach(lab, workspace, "node1", "node2", "--ssh-config", str(config))
+    editor, children = None, {}
+    try:
+        cli.wait_ready(workspace, timeout=60, bg=run)
+        port = cli.session(workspace)["job_port"]
+        with lab.client.inside():
+            editor = ExtensionJobSession(port)
+            for _ in range(4):
+                body = editor.next_attach()
+                children[body["subProcessId"]] = editor.child(body, {str(lab.program): [BREAK_LINE]})
+            assert sorted(children) == [0, 1, 2, 3]
+            for rank, child in sorted(children.items()):
+                thread_id = child.wait_stopped(60)["body"]["threadId"]
+                assert child.evaluate("rank", child.top_frame(thread_id)["id"]) == str(rank)
+                child.request("setBreakpoints", {"source": {"path": str(lab.program)}, "breakpoints": []})
+                child.continue_(thread_id)
+
+            old = lab.ranks["h1"][1]  # rank 1 on node1
+            old.stop(signal.SIGKILL)
+            children.pop(1).close()
+            host = lab.hosts["h1"]
+            new = start_rank(lab.program, 1, 1, runtime_dir=lab.directory / "h1" / "ranks", base_port=BASE_PORT,
+                             world_size=6, cmd_prefix=host.prefix(),
+                             extra_env={"DBGFWD_RUNTIME_DIR": f"/tmp/dbgfwd-{os.getuid()}",
+                                        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+            lab.ranks["h1"][1] = new
+            wait_for_markers(host.path(f"/tmp/dbgfwd-{os.getuid()}"), {1}, 60, [new])
+            body = editor.next_attach()
+            assert body["subProcessId"] == 1 and body["name"] == "rank 1 (node1)", body
+            children[1] = editor.child(body, {str(lab.program): [BREAK_LINE]})
+            thread_id = children[1].wait_stopped(60)["body"]["threadId"]
+            assert children[1].evaluate("rank", children[1].top_frame(thread_id)["id"]) == "1"
+            editor.sync()
+            assert [b["subProcessId"] for b in editor.announced] == [0, 1, 2, 3, 1]
+    finally:
+        for child in children.values():
+            child.close()
+        if editor is not None:
+            editor.close()
+        assert run.stop() == 130, run.output()[-3000:]
