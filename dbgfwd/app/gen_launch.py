@@ -51,4 +51,19 @@ def launch_options(req: GenLaunch, ranks: list[AttachEntry]) -> LaunchOptions:
         subsets.append(tuple(sorted(members)))
     return LaunchOptions(local_root=req.local_root, remote_root=req.remote_root, just_my_code=req.just_my_code,
                          compounds=tuple(subsets), compound_per_node=req.compound_per_node, wait_task=req.wait_task,
-                         wait_command=wait_command(), workspace=task_workspace(req.path, req.workspace))
+                         wait_command=wait_command(), workspace=task_workspace(req.path, req.workspace),
+                         job_port=_running_job_port(req.workspace))
+
+
+def _running_job_port(workspace: Path) -> int | None:
+    """The job session of the attach running in `workspace`: its config stays when gen-launch rewrites the file."""
+    from dbgfwd.workspace import state
+
+    try:
+        session = state.read_session(workspace)
+    except Exception:  # an unreadable session file is `status`'s to report, not gen-launch's
+        return None
+    if session is None or not session.alive:
+        return None
+    port = session.data.get("job_port")
+    return int(port) if isinstance(port, int) and 0 < port < 65536 else None
