@@ -169,6 +169,7 @@ def _plan_list(sp: _Splice, text: str, arr: Node, update: ListUpdate, unit: str,
     first_owned = owned.index(True) if any(owned) else len(items)
     n = len(items)
     # Delete owned elements run by run, with the commas that made them list members.
+    deleted_commas: set[int] = set()
     i = 0
     while i < n:
         if not owned[i]:
@@ -181,13 +182,18 @@ def _plan_list(sp: _Splice, text: str, arr: Node, update: ListUpdate, unit: str,
             sp.delete(items[k].start, items[k].end)
         if j + 1 < n:  # the user's element after ours: the commas after ours go
             commas = arr.commas[i:j + 1]
-        elif i > 0:  # ours end the list: the comma before ours goes, a trailing one stays trailing
+        elif i > 0 and j < len(arr.commas) and arr.commas[j] is not None:
+            # ours end a list written with a trailing comma: the commas after ours go, and the comma after
+            # the user's element (theirs: they write trailing commas) stays where it was
+            commas = arr.commas[i:j + 1]
+        elif i > 0:  # ours end the list: the comma before ours goes
             commas = arr.commas[i - 1:j]
         else:  # ours were all there was
             commas = arr.commas[i:j + 1]
         for c in commas:
             if c is not None:
                 sp.delete(c, c + 1)
+                deleted_commas.add(c)
         i = j + 1
     kept = [k for k in range(n) if not owned[k]]
     indent = _element_indent(text, arr, kept, owned, unit)
@@ -199,7 +205,7 @@ def _plan_list(sp: _Splice, text: str, arr: Node, update: ListUpdate, unit: str,
     blocks = [render(v, indent, unit, eol) for v in wanted]
     before = [k for k in kept if k < first_owned]
     after = [k for k in kept if k > first_owned]
-    if before and _comment_after(sp, text, arr, before[-1], owned, kept, blocks, indent, eol):
+    if before and _comment_after(sp, text, arr, before[-1], kept, blocks, indent, eol, deleted_commas):
         pass  # the user's `// comment` after their element stays on its line (before ours)
     elif before:  # right after the user's element preceding ours
         sp.insert(items[before[-1]].end, "".join("," + eol + indent + b for b in blocks))
@@ -217,8 +223,8 @@ def _plan_list(sp: _Splice, text: str, arr: Node, update: ListUpdate, unit: str,
                                      for k, b in enumerate(blocks)) + eol + closing)
 
 
-def _comment_after(sp: _Splice, text: str, arr: Node, k: int, owned: list[bool], kept: list[int],
-                   blocks: list[str], indent: str, eol: str) -> bool:
+def _comment_after(sp: _Splice, text: str, arr: Node, k: int, kept: list[int], blocks: list[str], indent: str,
+                   eol: str, deleted_commas: set[int]) -> bool:
     """Insert `blocks` after the user's element `k` when a line comment follows it on its line
     (`} // my last one`): the separating comma goes before the comment, ours after the end of that line, so
     the comment stays with the element it was written for. False when there is no such comment."""
@@ -229,18 +235,19 @@ def _comment_after(sp: _Splice, text: str, arr: Node, k: int, owned: list[bool],
     m = re.match(r"[ \t]*(,?)[ \t]*//", rest)
     if not m:
         return False
-    n = len(arr.items)
     comma = arr.commas[k] if k < len(arr.commas) else None
-    # A comma after the element survives unless dbgfwd's entries that followed it (and ended the list)
-    # are being deleted with it.
-    survives = comma is not None and not (k + 1 < n and all(owned[k + 1:]))
+    # A comma after the element survives unless it goes with dbgfwd's entries that followed it.
+    survives = comma is not None and comma not in deleted_commas
     if comma is not None and comma >= line_end:
         return False  # a comma on a later line: an unusual layout, left to the plain insertion
     if not survives:
         sp.insert(end, ",")
     more_after = any(x > k for x in kept)
-    sp.insert(end + len(rest), "".join(eol + indent + b + ("," if i < len(blocks) - 1 or more_after else "")
-                                       for i, b in enumerate(blocks)))
+    # A user who ends the list with a trailing comma (`}, // my last one`) gets one after ours as well: the list
+    # keeps their style, and taking ours out again leaves their comma as it was.
+    trailing = survives and not more_after
+    sp.insert(end + len(rest), "".join(eol + indent + b + ("," if i < len(blocks) - 1 or more_after or trailing
+                                                           else "") for i, b in enumerate(blocks)))
     return True
 
 

@@ -255,3 +255,47 @@ def test_a_comment_after_the_users_last_configuration_stays_on_its_line(tmp_path
         doc = loads(text)
         assert [c["name"] for c in doc["configurations"]] == ["mine"] + [f"dbgfwd: rank {r} (n)" for r in range(count)]
         assert "\r\n" not in text.replace(eol, "") if eol == "\n" else text.count("\n") == text.count("\r\n")
+
+
+CORPUS = USER_FILES + ["tabs_bom_inputs_launch.jsonc", "empty_arrays_launch.jsonc"]
+# Files whose lists dbgfwd did not have to create: taking every rank out gives back the very bytes.
+ROUND_TRIP = {"user_launch.jsonc", "tabs_bom_inputs_launch.jsonc"}
+
+
+def _comment_lines(text: str) -> list[tuple[str, str]]:
+    """(the last character before the comment on its line, or "" when it starts the line; the comment) for every
+    comment: a comment that moved to a line of its own, or away from the token it followed, shows here (a list
+    dbgfwd fills may spread over lines, so `[],` becomes `],`: still after the list's end)."""
+    import re
+
+    out = []
+    for m in re.finditer(r"//[^\r\n]*|/\*.*?\*/", text, re.S):
+        start = text.rfind("\n", 0, m.start()) + 1
+        out.append((text[start:m.start()].strip().rstrip(",")[-1:], m.group(0)))
+    return out
+
+
+@pytest.mark.parametrize("name", CORPUS)
+@pytest.mark.parametrize("crlf", [False, True])
+def test_corpus_comments_stay_on_their_lines_through_every_update(vscode_dir, name, crlf):
+    """Real-world shapes (comments everywhere, trailing commas, tabs, a BOM, `inputs`, empty lists, CRLF): through
+    a run of updates (3 ranks with the job session, then 1, then 4), every comment keeps what precedes it on its
+    line, the file stays parseable, and where the user had the lists, taking everything out restores the bytes."""
+    original = fixture_bytes(name, crlf)
+    path = vscode_dir / "launch.json"
+    path.write_bytes(original)
+    old = original.decode()
+    for count, job in ((3, 7990), (1, None), (4, 7990)):
+        update_launch_json(path, entries(count), LaunchOptions(job_port=job))
+        text = path.read_bytes().decode()
+        assert text.startswith("\ufeff") == old.startswith("\ufeff")
+        doc = loads(text.lstrip("\ufeff"))
+        assert [c["name"] for c in doc["configurations"] if owns_launch_entry(c)][:1] == \
+            (["dbgfwd: job"] if job else ["dbgfwd: rank 0 (worker-0)"])
+        assert _comment_lines(text) == _comment_lines(old), (count, text)
+        assert user_spans(text.lstrip("\ufeff")) == user_spans(old.lstrip("\ufeff"))
+        if crlf:
+            assert b"\n" not in text.encode().replace(b"\r\n", b"")
+    update_launch_json(path, [], LaunchOptions())
+    if name in ROUND_TRIP:
+        assert path.read_bytes() == original
