@@ -45,8 +45,9 @@ def test_forwards_and_ranks_listen_on_loopback_only(tmp_path, port_block):
     ws, bg = _attach(tmp_path, runtime, base)
     try:
         cli.wait_ready(ws, bg=bg)
-        forwards = listening_addrs(bg.proc.pid)
-        assert len(forwards) == 2 and {ip for ip, _ in forwards} <= LOOPBACK, forwards
+        forwards = listening_addrs(bg.proc.pid)  # the two forwards and the job session
+        assert len(forwards) == 3 and {ip for ip, _ in forwards} <= LOOPBACK, forwards
+        assert cli.session(ws)["job_port"] in {p for _, p in forwards}
         # the rank launcher's debugpy (and its adapter process, which it does not parent) too
         owners = owners_of_listener(base)
         assert owners, "nobody listens on the rank's port"
@@ -67,7 +68,10 @@ def test_listening_beyond_loopback_needs_bind_and_warns(tmp_path, port_block):
     ws, bg = _attach(tmp_path, runtime, base, "--bind", "0.0.0.0", "--no-launch-json")
     try:
         cli.wait_ready(ws, bg=bg)
-        assert {ip for ip, _ in listening_addrs(bg.proc.pid)} == {"0.0.0.0"}
+        job = cli.session(ws)["job_port"]
+        assert {ip for ip, p in listening_addrs(bg.proc.pid) if p != job} == {"0.0.0.0"}
+        # the job session names 127.0.0.1 forwards to a local editor: it stays on loopback whatever --bind says
+        assert {ip for ip, p in listening_addrs(bg.proc.pid) if p == job} == {"127.0.0.1"}
         warning = [line for line in bg.output().splitlines() if "warning" in line]
         assert warning and "0.0.0.0" in warning[0] and "authentication" in warning[0], bg.output()
     finally:

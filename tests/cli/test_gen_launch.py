@@ -100,6 +100,8 @@ def test_generated_config_hits_a_mapped_breakpoint_through_a_real_forward(tmp_pa
         res = cli.run("gen-launch", "--workspace", str(ws), "--remote-root", str(remote), "--json")
         assert res.returncode == 0, res.stderr
         configs = json.loads(res.stdout)["configurations"]
+        job, configs = configs[0], configs[1:]  # the running session's job session comes first
+        assert (job["name"], job["connect"]["port"]) == ("dbgfwd: job", cli.session(ws)["job_port"])
         assert [c["connect"]["port"] for c in configs] == [local_base, local_base + 1]
         for rank, config in enumerate(configs):
             mappings = [{k: v.replace("${workspaceFolder}", str(ws)) for k, v in m.items()}

@@ -100,11 +100,14 @@ class AgentSession:
         if out:
             # Written by the session's own writer thread, never under the lock: a writer blocked on a peer
             # that does not read must not stop this side from reading that peer's acks (a deadlock).
-            self.outq.put(b"".join(out))
+            self.outq.put((time.monotonic() + self.agent.latency, b"".join(out)))
 
     def _writer(self) -> None:
         while True:
-            data = self.outq.get()
+            due, data = self.outq.get()
+            wait = due - time.monotonic()
+            if wait > 0:  # the service is some distance away: what was queued arrives `latency` later, in order
+                time.sleep(wait)
             if data is None:
                 return
             if callable(data):
@@ -119,7 +122,7 @@ class AgentSession:
 
     def send_control(self, mtype: str, payload: bytes) -> None:
         data, _ = _pack(mtype, 0, 0, payload, flags=3)
-        self.outq.put(ws.server_frame(ws.BINARY, data))  # in order, after what is queued
+        self.outq.put((time.monotonic() + self.agent.latency, ws.server_frame(ws.BINARY, data)))  # in order
 
     def violation(self, text: str) -> None:
         self.agent.violations.append(f"{self.id}: {text}")
@@ -173,6 +176,16 @@ class AgentSession:
         if prior is not None or msg.seq < self.in_seq:
             return
         self.seen[msg.seq] = (msg.digest, msg.mid)
+        if msg.ptype == 6 and acks:
+            # The real agent acknowledges the HandshakeResponse from its reader, and sends HandshakeComplete from
+            # its handshake goroutine a moment later: the ack goes first. (Sent after HandshakeComplete instead,
+            # it lands in the real plugin 1.2.0.0 while its port session is half set up: PortSession.Initialize has
+            # installed a message handler that reads MuxPortForwarding.muxClient, still nil until InitializeStreams
+            # returns; the nil dereference panics the websocket reader, whose recover() ends it, and the plugin
+            # never reads the data channel again. Loopback made that 1 run in 8.)
+            with self.lock:
+                self.transmit(list(acks))
+            acks.clear()
         self.reorder[msg.seq] = msg
         while self.in_seq in self.reorder:
             m = self.reorder.pop(self.in_seq)
@@ -316,7 +329,7 @@ class TestSsmAgent:
     def __init__(self, *, drop: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0, seed: int = 1,
                  idle_timeout: float | None = None, clock=time.monotonic,
                  localhost_of: dict[str, str] | None = None, agent_version: str = "3.3.987.0",
-                 pace: float = 0.001, properties_with_local_port: bool = True):
+                 pace: float = 0.001, properties_with_local_port: bool = True, latency: float = 0.0):
         self.drop, self.duplicate, self.reorder = drop, duplicate, reorder
         self.rng = random.Random(seed)
         self.idle_timeout, self.clock = idle_timeout, clock
@@ -325,6 +338,8 @@ class TestSsmAgent:
         # The real agent sends 1 KiB messages about 1 ms apart; 0 lifts the pacing for bulk fault tests.
         self.pace = pace
         self.properties_with_local_port = properties_with_local_port
+        # One-way delay of everything sent to the client (the service is across a network, never 0 ms away).
+        self.latency = latency
         self.sessions: dict[str, AgentSession] = {}
         self.violations: list[str] = []
         self.seq_conflicts: list[str] = []
@@ -370,8 +385,8 @@ class TestSsmAgent:
             sess.lock.notify_all()
         sock = sess.sock
         if sock is not None:
-            sess.outq.put(sock.close)  # once what was queued before (channel_closed last) is written
-            sess.outq.put(None)
+            sess.outq.put((0.0, sock.close))  # once what was queued before (channel_closed last) is written
+            sess.outq.put((0.0, None))
         for s in list(sess.streams.values()):
             s.close()
 

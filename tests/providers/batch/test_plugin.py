@@ -76,13 +76,10 @@ def test_real_plugin_carries_streams_keeps_the_token_out_of_ps_and_stops_cleanly
         for n in range(2):  # two connections, one plugin process / SSM session
             s = p.open_stream(target, srv.getsockname()[1], 30)
             assert s.gettimeout() is None  # connect was bounded; a silent debugger is not
-            # Each connection reaches the agent as a stream of its own (the agent dials the rank's port).
-            # Bytes are not exchanged here: plugin 1.2.0.0 now and then never forwards a first connection's
-            # data (reproduced: the agent saw only its sequence numbers 0 and 1), which is the plugin's to
-            # explain (issue 19); dbgfwd's byte path through SSM is tested with the native backend.
+            assert _echo_round(s, f"through the real plugin {n}".encode()) == f"through the real plugin {n}".encode()
             session = next(iter(p._sessions.values()))
             agent_session = plugin_world.agent.sessions[session.session_id]
-            wait_for(lambda: agent_session.dialed > n, 30, f"stream {n} at the agent")
+            assert agent_session.dialed == n + 1  # each connection is a stream of its own at the agent
             s.close()
         assert len(plugin_world.fake.ops("StartSession")) == 1
         session = next(iter(p._sessions.values()))
@@ -98,6 +95,90 @@ def test_real_plugin_carries_streams_keeps_the_token_out_of_ps_and_stops_cleanly
     agent_session = plugin_world.agent.sessions[sid]
     assert agent_session.closed  # the plugin sent the terminate-session flag on SIGINT
     assert _mux_sockets() <= before  # and removed its mux socket
+    assert plugin_world.agent.violations == []
+
+
+@pytest.mark.timeout(120)
+def test_the_plugin_resumes_after_a_websocket_drop(plugin_world):
+    srv = echo_server()
+    p, target = _provider(plugin_world)
+    try:
+        s = p.open_stream(target, srv.getsockname()[1], 30)
+        assert _echo_round(s, b"before") == b"before"
+        plugin_world.agent.close_websockets()  # the plugin calls ResumeSession and reopens the stream URL
+        assert _echo_round(s, b"after the drop") == b"after the drop"
+        assert plugin_world.fake.ops("ResumeSession")
+        s.close()
+    finally:
+        p.close()
+        srv.close()
+    assert plugin_world.agent.violations == []
+
+
+@pytest.mark.timeout(120)
+def test_the_plugin_carries_data_intact_through_loss(plugin_world):
+    import threading
+
+    srv = echo_server()
+    p, target = _provider(plugin_world)
+    try:
+        s = p.open_stream(target, srv.getsockname()[1], 30)
+        plugin_world.agent.drop = 0.02  # of the agent's messages and acks
+        block = os.urandom(64 * 1024)
+        got = bytearray()
+
+        def read():
+            while len(got) < len(block) and (chunk := s.recv(65536)):
+                got.extend(chunk)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        s.sendall(block)
+        reader.join(60)
+        assert bytes(got) == block
+        s.close()
+    finally:
+        p.close()
+        srv.close()
+    assert plugin_world.agent.violations == []
+
+
+@pytest.mark.timeout(180)
+def test_attach_through_the_real_plugin_debugs_a_rank_held_at_a_breakpoint(plugin_world, tmp_path, port_block):
+    """`dbgfwd attach --ssm-backend plugin` end to end with a real debugpy rank: stop at a breakpoint, hold it
+    silent for 15 s (longer than the plugin's old 10 s stream timeout), then evaluate and go on."""
+    import time
+
+    from tests.support import cli
+    from tests.support.dap import DapClient
+    from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
+
+    _, ci = plugin_world.instance()
+    job = plugin_world.single_job(ci)
+    base = port_block(1)
+    program = write_program(tmp_path)
+    rank = start_rank(program, 0, 0, tmp_path / "run", base_port=base, world_size=1)
+    bg = None
+    try:
+        wait_for_markers(tmp_path / "run", {0}, procs=[rank])
+        bg = cli.Background("attach", "--provider", "batch", job, "--ssm-backend", "plugin", "--ranks-per-node",
+                            "1", "--base-port", str(base), "--workspace", str(tmp_path), log=tmp_path / "attach.log",
+                            env={**plugin_world.env(), "DBGFWD_SSM_PLUGIN": str(REAL_PLUGIN)})
+        cli.wait_ready(tmp_path, timeout=60, bg=bg)
+        (port,) = cli.launch_ports(tmp_path / ".vscode" / "launch.json").values()
+        client = DapClient("127.0.0.1", port, timeout=60)
+        client.attach({str(program): [BREAK_LINE]})
+        thread_id = client.wait_stopped(60)["body"]["threadId"]
+        frame = client.top_frame(thread_id)
+        time.sleep(15)  # a debugger looking at a paused rank: nothing crosses the session
+        assert client.evaluate("value", frame["id"]) == "7"
+        client.request("setBreakpoints", {"source": {"path": str(program)}, "breakpoints": []})
+        client.continue_(thread_id)
+        client.disconnect()
+    finally:
+        if bg is not None:
+            assert bg.stop() == 130, bg.output()[-3000:]
+        rank.stop()
     assert plugin_world.agent.violations == []
 
 
