@@ -11,23 +11,10 @@ from pathlib import Path
 from dbgfwd.rank import markers
 from tests.support import cli
 from tests.support.dap import DapClient
-from tests.support.torchjob import BREAK_LINE, PG_TIMEOUT, start_job, torch_or_skip
+from tests.support.torchjob import PG_TIMEOUT, release, start_job, stop_at_break, torch_or_skip
 
 HOLD = 20  # seconds at a breakpoint, well past the program's own PG_TIMEOUT
 EXPRESSION = "f'{rank}:{reduced}'"
-
-
-def _stop_at_break(port: int, program: Path) -> tuple[DapClient, int, int]:
-    client = DapClient("127.0.0.1", port, timeout=60)
-    client.attach({str(program): [BREAK_LINE]})
-    thread_id = client.wait_stopped(60)["body"]["threadId"]
-    return client, thread_id, client.top_frame(thread_id)["id"]
-
-
-def _release(client: DapClient, thread_id: int, program: Path) -> None:
-    client.request("setBreakpoints", {"source": {"path": str(program)}, "breakpoints": []})
-    client.continue_(thread_id)
-    client.disconnect()
 
 
 def test_a_running_torchrun_job_is_injected_attached_debugged_and_survives_a_hold(tmp_path, port_block):
@@ -62,9 +49,9 @@ def test_a_running_torchrun_job_is_injected_attached_debugged_and_survives_a_hol
 
         # Through every forward: each rank stopped after its all_reduce shows its own rank and the sum.
         for rank, port in ports.items():
-            client, thread_id, frame_id = _stop_at_break(port, job.program)
+            client, thread_id, frame_id = stop_at_break(port, job.program)
             assert client.evaluate(EXPRESSION, frame_id) == repr(f"{rank}:10.0")
-            _release(client, thread_id, job.program)
+            release(client, thread_id, job.program)
 
         # `dbgfwd stacks` works on injected ranks (the handler was installed by the injection).
         stacks = cli.run("stacks", "--workspace", str(ws), "--json", timeout=60)
@@ -73,13 +60,13 @@ def test_a_running_torchrun_job_is_injected_attached_debugged_and_survives_a_hol
         assert sorted(r["rank"] for r in doc["ranks"] if not r["error"]) == [0, 1, 2, 3], doc
 
         # Hold rank 2 well past the program's own 8 s collective timeout: the raised timeout keeps the job.
-        client, thread_id, frame_id = _stop_at_break(ports[2], job.program)
+        client, thread_id, frame_id = stop_at_break(ports[2], job.program)
         held_at = job.steps(0)
         time.sleep(HOLD)
         assert job.proc.poll() is None, job.output()[-3000:]
         assert job.steps(0) <= held_at + 1, "rank 0 went on while rank 2 was held: not really blocked"
         assert client.evaluate(EXPRESSION, frame_id) == repr("2:10.0")
-        _release(client, thread_id, job.program)
+        release(client, thread_id, job.program)
         for rank in range(4):
             job.wait_steps(rank, held_at + 20)
         assert job.proc.poll() is None
@@ -136,7 +123,7 @@ def test_my_job_is_hung_right_now_inject_then_stacks_then_the_odd_rank(tmp_path,
         frame = client.top_frame(thread_id)
         assert (frame["line"], client.evaluate("(rank, step)", frame["id"])) == (HANG_LOOP_LINE, "(3, 10)")
         (job.progress / "release").touch()
-        _release(client, thread_id, job.program)
+        release(client, thread_id, job.program)
         for rank in range(4):
             job.wait_steps(rank, 20)  # the job goes on, every rank
         assert job.proc.poll() is None

@@ -37,7 +37,7 @@ def _stop_and_read(child, expression: str = "rank") -> str:
 
 def test_every_rank_appears_and_a_restarted_rank_reappears_on_its_own(tmp_path, port_block):
     program = write_program(tmp_path)
-    base, local_base = port_block(4), port_block(5, start=30000)
+    base, local_base = port_block(5), port_block(6, start=30000)
     ws = tmp_path / "ws"
     ws.mkdir()
     with local_ranks(tmp_path, base, 4, program) as ranks:
@@ -81,12 +81,24 @@ def test_every_rank_appears_and_a_restarted_rank_reappears_on_its_own(tmp_path, 
             assert again.evaluate("rank", frame["id"]) == "2"
             print(f"rank restart -> stopped at the breakpoint again: {took:.2f} s")
             editor.sync()
-            assert [b["subProcessId"] for b in editor.announced] == [0, 1, 2, 3, 2]
+            announced = [b["subProcessId"] for b in editor.announced]  # in the order the ranks became ready
+            assert sorted(announced[:4]) == [0, 1, 2, 3] and announced[4:] == [2], announced
             assert [e for e in editor.parent.events if e.get("event") == "debugpyAttach"] == []
             lines = editor.console()
             assert "dbgfwd: rank 2 (localhost) attached" in lines
             assert any(line.startswith("dbgfwd: rank 2 (localhost) re-attached: a new process") for line in lines), lines
             children[2] = again
+
+            # A rank that starts later (rank 4 joins) is attached when it appears, and only it.
+            late = start_rank(program, 4, 4, ranks["runtime"], base_port=base, world_size=5)
+            ranks["procs"].append(late)
+            body = editor.next_attach()
+            assert (body["subProcessId"], body["name"]) == (4, "rank 4 (localhost)"), body
+            children[4] = editor.child(body, {str(program): [BREAK_LINE]})
+            thread_id = children[4].wait_stopped(60)["body"]["threadId"]
+            assert children[4].evaluate("rank", children[4].top_frame(thread_id)["id"]) == "4"
+            editor.sync()
+            assert [b["subProcessId"] for b in editor.announced][4:] == [2, 4]
         finally:
             for child in children.values():
                 child.close()

@@ -21,7 +21,7 @@ import pytest
 from dbgfwd.app.inject import rank_bundle
 from dbgfwd.rank import inject, markers
 from tests.support.dap import DapClient
-from tests.test_shared_machine import OTHER, SYSTEM_PYTHON, other  # noqa: F401  (the second user fixture)
+from tests.test_shared_machine import OTHER, SYSTEM_PYTHON, kill, other  # noqa: F401  (the second user fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -262,14 +262,6 @@ def _as_other(code: str, *args: str, env: dict | None = None) -> subprocess.Pope
                             text=True, cwd="/", start_new_session=True)
 
 
-def _kill(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p.wait(10)
-
-
 def _rank_pid(tag: str, timeout: float = 20) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -296,7 +288,7 @@ def test_another_users_rank_is_never_touched(tmp_path, port_block, other):  # no
         assert seen["reason"].startswith(f"belongs to uid {other[0]}, not to you"), seen
         assert victim.poll() is None
     finally:
-        _kill(victim)
+        kill(victim)
 
 
 # The other user runs both sides: a rank that made itself non-dumpable (as hardened programs do), and the
@@ -336,7 +328,7 @@ def test_ptrace_refused_on_a_non_dumpable_process_is_said(tmp_path, port_block, 
         assert "SYS_PTRACE" in out["forced"]
         assert victim.poll() is None
     finally:
-        _kill(victim)
+        kill(victim)
 
 
 def test_the_rank_bundle_holds_only_what_runs_in_a_rank():

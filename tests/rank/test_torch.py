@@ -16,8 +16,8 @@ import pytest
 
 from dbgfwd.rank import markers
 from tests.support import cli
-from tests.support.dap import DapClient
-from tests.support.torchjob import BREAK_LINE, PG_TIMEOUT, Job, mpirun_or_skip, start_job, torch_or_skip, torchrun
+from tests.support.torchjob import (PG_TIMEOUT, Job, mpirun_or_skip, release, start_job, stop_at_break,
+                                    torch_or_skip, torchrun)
 
 HOLD = 20  # seconds at a breakpoint, well past PG_TIMEOUT
 EXPRESSION = "f'{rank}:{reduced}'"
@@ -38,21 +38,6 @@ def _attach(job: Job, tmp_path: Path, local_base: int) -> tuple[cli.Background, 
     return bg, cli.launch_ports(ws / ".vscode" / "launch.json")
 
 
-def _stop_at_break(port: int, program: Path) -> tuple[DapClient, int, int]:
-    """Attach, break right after the all_reduce; (client, thread id, frame id)."""
-    client = DapClient("127.0.0.1", port, timeout=60)
-    client.attach({str(program): [BREAK_LINE]})
-    thread_id = client.wait_stopped(60)["body"]["threadId"]
-    return client, thread_id, client.top_frame(thread_id)["id"]
-
-
-def _release(client: DapClient, thread_id: int, program: Path) -> None:
-    """Clear the breakpoint, continue, hang up: the rank runs on."""
-    client.request("setBreakpoints", {"source": {"path": str(program)}, "breakpoints": []})
-    client.continue_(thread_id)
-    client.disconnect()
-
-
 def test_torchrun_job_attached_through_launch_json_survives_a_long_hold(tmp_path, port_block):
     base, master, local_base = port_block(4), port_block(1, start=40000), port_block(4, start=30000)
     torchrun_bin = str(Path(sys.executable).parent / "torchrun")
@@ -66,18 +51,18 @@ def test_torchrun_job_attached_through_launch_json_survives_a_long_hold(tmp_path
 
         # Every rank, through its forward: stopped after the all_reduce, its own rank and the reduced sum.
         for rank, port in ports.items():
-            client, thread_id, frame_id = _stop_at_break(port, job.program)
+            client, thread_id, frame_id = stop_at_break(port, job.program)
             assert client.evaluate(EXPRESSION, frame_id) == repr(f"{rank}:10.0")
-            _release(client, thread_id, job.program)
+            release(client, thread_id, job.program)
 
         # Hold rank 2 at the breakpoint well past the program's own collective timeout.
-        client, thread_id, frame_id = _stop_at_break(ports[2], job.program)
+        client, thread_id, frame_id = stop_at_break(ports[2], job.program)
         held_at = job.steps(0)
         time.sleep(HOLD)
         assert job.proc.poll() is None, job.output()[-3000:]
         assert job.steps(0) <= held_at + 1, "rank 0 went on while rank 2 was held: not really blocked"
         assert client.evaluate(EXPRESSION, frame_id) == repr("2:10.0")
-        _release(client, thread_id, job.program)
+        release(client, thread_id, job.program)
         for rank in range(4):
             job.wait_steps(rank, held_at + 20)  # the job goes on after continue
         assert job.proc.poll() is None
@@ -96,7 +81,7 @@ def test_without_the_guard_the_same_hold_kills_the_job(tmp_path, port_block):
     base, master = port_block(2), port_block(1, start=40000)
     job = start_job(tmp_path / "job", torchrun(2, master), 2, base, rank_args=["--collective-timeout", "keep"])
     try:
-        client, thread_id, frame_id = _stop_at_break(base + 1, job.program)  # straight to rank 1's debugpy
+        client, thread_id, frame_id = stop_at_break(base + 1, job.program)  # straight to rank 1's debugpy
         assert client.evaluate(EXPRESSION, frame_id) == repr("1:3.0")
         try:
             job.proc.wait(PG_TIMEOUT + HOLD + 30)
@@ -125,9 +110,9 @@ def test_mpirun_ranks_are_read_from_open_mpi_and_debugged_through_forwards(tmp_p
             [(0, 0, 2, "openmpi"), (1, 1, 2, "openmpi")]
         bg, ports = _attach(job, tmp_path, local_base)
         for rank, port in ports.items():
-            client, thread_id, frame_id = _stop_at_break(port, job.program)
+            client, thread_id, frame_id = stop_at_break(port, job.program)
             assert client.evaluate(EXPRESSION, frame_id) == repr(f"{rank}:3.0")
-            _release(client, thread_id, job.program)
+            release(client, thread_id, job.program)
         job.wait_steps(0, job.steps(0) + 10)
     finally:
         if bg is not None:

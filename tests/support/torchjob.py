@@ -173,3 +173,20 @@ def start_job(directory: Path, launcher: list[str], ranks: int, base_port: int, 
 def torchrun(nproc: int, master_port: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
             "--master-addr", "127.0.0.1", "--master-port", str(master_port)]
+
+
+def stop_at_break(port: int, program: Path, line: int = BREAK_LINE):
+    """A DAP client attached through `port`, stopped at `program:line`: (client, thread id, frame id)."""
+    from tests.support.dap import DapClient
+
+    client = DapClient("127.0.0.1", port, timeout=60)
+    client.attach({str(program): [line]})
+    thread_id = client.wait_stopped(60)["body"]["threadId"]
+    return client, thread_id, client.top_frame(thread_id)["id"]
+
+
+def release(client, thread_id: int, program: Path) -> None:
+    """Clear the breakpoint, continue, hang up: the rank runs on."""
+    client.request("setBreakpoints", {"source": {"path": str(program)}, "breakpoints": []})
+    client.continue_(thread_id)
+    client.disconnect()

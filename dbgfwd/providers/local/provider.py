@@ -110,43 +110,15 @@ def _plain_debugpy_ports(probe: markers.ProbeResult, base_port: int, claimed: se
               if base_port <= p < base_port + PORT_SPAN and p not in claimed and ip in ("127.0.0.1", "::1")}
     if not wanted:
         return []
-    inodes = _listening_inodes(wanted)
+    from dbgfwd.rank.inject import listeners_by_port, socket_inodes
+
+    by_inode = {inode: port for port, inodes in listeners_by_port().items() if port in wanted for inode in inodes}
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"debugpy" not in cmdline:
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                port = inodes.get(link[8:-1])
-                if port is not None:
-                    found.add(port)
+        if b"debugpy" in cmdline:
+            found |= {by_inode[i] for i in socket_inodes(int(pid)) if i in by_inode}
     return sorted(found)
-
-
-def _listening_inodes(ports: set[int]) -> dict[str, int]:
-    out = {}
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(path).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) < 10 or parts[3] != "0A":
-                continue
-            port = int(parts[1].rsplit(":", 1)[1], 16)
-            if port in ports:
-                out[parts[9]] = port
-    return out

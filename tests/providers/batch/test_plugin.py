@@ -14,7 +14,6 @@ from dbgfwd.errors import ProviderUnavailable
 from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.batch import BatchProvider
 from tests.providers.batch.test_faults import echo_server
-from tests.support.cli import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 REAL_PLUGIN = ROOT.parent / "shared" / "tools" / "session-manager-plugin" / "session-manager-plugin"

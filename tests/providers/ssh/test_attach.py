@@ -302,7 +302,8 @@ def test_job_session_over_ssh_every_rank_and_a_restarted_one(lab, tmp_path):
             thread_id = children[1].wait_stopped(60)["body"]["threadId"]
             assert children[1].evaluate("rank", children[1].top_frame(thread_id)["id"]) == "1"
             editor.sync()
-            assert [b["subProcessId"] for b in editor.announced] == [0, 1, 2, 3, 1]
+            announced = [b["subProcessId"] for b in editor.announced]  # in the order the ranks became ready
+            assert sorted(announced[:4]) == [0, 1, 2, 3] and announced[4:] == [1], announced
     finally:
         for child in children.values():
             child.close()
