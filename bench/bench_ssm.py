@@ -42,11 +42,16 @@ def servers():
         threading.Thread(target=loop, daemon=True).start()
 
     def drain(c):
-        total = 0
+        # 8 bytes of length first, then that many bytes; the answer says all arrived. (No half-close: the SSM
+        # agent closes a stream's target connection fully when the client closes its side.)
         with c:
-            while (d := c.recv(1 << 20)):
+            head = b""
+            while len(head) < 8 and (d := c.recv(8 - len(head))):
+                head += d
+            want, total = int.from_bytes(head, "big"), 0
+            while total < want and (d := c.recv(1 << 20)):
                 total += len(d)
-            c.sendall(str(total).encode())  # tells the sender everything arrived
+            c.sendall(str(total).encode())
 
     def echo_fn(c):
         with c:
@@ -61,11 +66,11 @@ def servers():
 def upload(stream, mb: int) -> float:
     block = os.urandom(1 << 20)
     t0 = time.perf_counter()
+    stream.sendall((mb << 20).to_bytes(8, "big"))
     for _ in range(mb):
         stream.sendall(block)
-    stream.shutdown(socket.SHUT_WR)
     reply = b""
-    while (d := stream.recv(64)):
+    while len(reply) < len(str(mb << 20)) and (d := stream.recv(64)):
         reply += d
     dt = time.perf_counter() - t0
     assert int(reply) == mb << 20, reply
