@@ -650,7 +650,7 @@ def reap_when_gone(directory: str, pids: list[int], files: list[str]) -> None:
 
     watch = " ".join(str(int(p)) for p in pids)
     gone = " ".join(shlex.quote(f) for f in [directory, *files])
-    script = (f"while :; do a=; for p in {watch}; do [ -d /proc/$p ] && a=1; done; [ -z \"$a\" ] && break; sleep 10; "
+    script = (f"while :; do a=; for p in {watch}; do [ -d /proc/$p ] && a=1; done; [ -z \"$a\" ] && break; sleep 2; "
               f"done; rm -rf {gone}")
     subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)

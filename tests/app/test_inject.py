@@ -13,7 +13,7 @@ from tests.support import cli
 from tests.support.dap import DapClient
 from tests.support.torchjob import PG_TIMEOUT, release, start_job, stop_at_break, torch_or_skip
 
-HOLD = 20  # seconds at a breakpoint, well past the program's own PG_TIMEOUT
+HOLD = 12  # seconds at a breakpoint: half as long again as the program's own PG_TIMEOUT (8 s)
 EXPRESSION = "f'{rank}:{reduced}'"
 
 

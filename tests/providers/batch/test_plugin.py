@@ -147,7 +147,7 @@ def test_the_plugin_carries_data_intact_through_loss(plugin_world):
 @pytest.mark.timeout(180)
 def test_attach_through_the_real_plugin_debugs_a_rank_held_at_a_breakpoint(plugin_world, tmp_path, port_block):
     """`dbgfwd attach --ssm-backend plugin` end to end with a real debugpy rank: stop at a breakpoint, hold it
-    silent for 15 s (longer than the plugin's old 10 s stream timeout), then evaluate and go on."""
+    silent for 12 s (longer than the plugin's old 10 s stream timeout), then evaluate and go on."""
     import time
 
     from tests.support import cli
@@ -171,7 +171,7 @@ def test_attach_through_the_real_plugin_debugs_a_rank_held_at_a_breakpoint(plugi
         client.attach({str(program): [BREAK_LINE]})
         thread_id = client.wait_stopped(60)["body"]["threadId"]
         frame = client.top_frame(thread_id)
-        time.sleep(15)  # a debugger looking at a paused rank: nothing crosses the session
+        time.sleep(12)  # a debugger looking at a paused rank: nothing crosses the session
         assert client.evaluate("value", frame["id"]) == "7"
         client.request("setBreakpoints", {"source": {"path": str(program)}, "breakpoints": []})
         client.continue_(thread_id)

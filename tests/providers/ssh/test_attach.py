@@ -247,7 +247,8 @@ def test_inject_into_ranks_started_without_dbgfwd_on_two_hosts(lab, tmp_path):
             except ProcessLookupError:
                 pass
             p.wait(10)
-    # Each host's reaper removes the bundle (and the markers written for the ranks) once the ranks are gone.
+    # Each host's reaper (it looks every 2 s) removes the bundle, and the markers written for the ranks, once the
+    # ranks are gone.
     deadline = time.monotonic() + 40
     left = None
     while time.monotonic() < deadline:
