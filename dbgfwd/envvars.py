@@ -10,6 +10,7 @@ DEBUG = "DBGFWD_DEBUG"  # "1": show tracebacks, like --debug
 COLLECTIVE_TIMEOUT = "DBGFWD_COLLECTIVE_TIMEOUT"  # dbgfwd-rank: raise torch collective timeouts to this
 RANK_VERBOSE = "DBGFWD_RANK_VERBOSE"  # "1": dbgfwd-rank says what it changed, like -v
 NO_COLOR = "NO_COLOR"  # any value: no colour
+GDB = "DBGFWD_GDB"  # attach --inject: the gdb to use where the ranks run, when it is not on PATH there
 
 ALL = {
     WORKSPACE: "workspace folder holding .dbgfwd/ and .vscode/ (default: current directory)",
@@ -20,6 +21,7 @@ ALL = {
     COLLECTIVE_TIMEOUT: "dbgfwd-rank: torch collective timeout while debugging (default 2h; keep = program's own)",
     RANK_VERBOSE: "set to 1 to have dbgfwd-rank report each change it makes in the rank (same as its -v)",
     NO_COLOR: "disable colour output",
+    GDB: "attach --inject: path of gdb where the ranks run, when it is not on PATH there",
     "SLURM_JOB_NODELIST": "read by the ssh provider when no hosts are given (inside a Slurm allocation)",
 }
 

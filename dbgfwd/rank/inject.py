@@ -39,12 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dbgfwd import envvars
 from dbgfwd.rank import env as rankenv
 from dbgfwd.rank import markers
 
 BEGIN = "--dbgfwd-inject-report--"
 END = "--dbgfwd-inject-end--"
-GDB_ENV = "DBGFWD_GDB"  # where gdb is, when not on PATH
+GDB_ENV = envvars.GDB  # where gdb is, when not on PATH
 CAP_SYS_PTRACE = 19
 PENDING_WAIT = 1.0  # seconds the bootstrap gets to run at a safe point before a blocked main thread is entered
 _PYTHON_EXE = re.compile(r"^(python|pypy)[\d.]*[dmu]?$")
