@@ -78,3 +78,18 @@ def test_shell_completion_of_commands_options_and_local_targets(tmp_path):
 def test_completion_scripts_are_offered():
     res = cli.run("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert res.returncode == 0 and "_DBGFWD_COMPLETE" in res.stdout, res.stdout + res.stderr
+
+
+def test_exit_codes_are_the_documented_numbers():
+    """The numbers scripts rely on, written out: renumbering the enum must fail here, and README's table must
+    list exactly these."""
+    import re
+    from pathlib import Path
+
+    documented = {"OK": 0, "ERROR": 1, "USAGE": 2, "NOT_FOUND": 3, "PORT_UNAVAILABLE": 4, "AUTH": 5, "UNREACHABLE": 6,
+                  "TIMEOUT": 7, "BAD_FILE": 8, "UNAVAILABLE": 9, "NO_SESSION": 10, "BUSY": 11, "NOT_INJECTED": 12,
+                  "HANGUP": 129, "INTERRUPTED": 130, "TERMINATED": 143}
+    assert {c.name: int(c) for c in ExitCode} == documented
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert sorted(int(n) for n in re.findall(r"^\| (\d+) \|", table, re.M)) == sorted(documented.values())

@@ -82,3 +82,15 @@ def test_plan_is_collision_free_and_avoids_busy_ports(n, busy, remembered):
     again = assign_local_ports(layout(n, None, 5678), 6000, remembered=remembered,
                                        is_free=lambda p: p not in busy)
     assert again == plan
+
+
+def test_a_plan_may_end_exactly_at_the_last_port():
+    """65535 is a port: remote and local plans that end on it are accepted, one further is refused."""
+    slots = layout(4, 4, 65532)
+    assert [s.remote_port for s in slots] == [65532, 65533, 65534, 65535]
+    with pytest.raises(PortError):
+        layout(4, 4, 65533)
+    planned = assign_local_ports(slots, 65532, is_free=lambda port: True, strict=True)
+    assert [p.local_port for p in planned] == [65532, 65533, 65534, 65535]
+    with pytest.raises(PortError):
+        assign_local_ports(slots, 65533, is_free=lambda port: True, strict=True)
