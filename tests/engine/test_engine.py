@@ -328,3 +328,32 @@ def test_a_ranks_own_working_directory_beats_its_targets_and_disagreement_is_sai
             eng.stop()
     said = [r.getMessage() for r in caplog.records if "different folders" in r.getMessage()]
     assert len(said) == 1 and "pod-0" in said[0] and "/scratch/run7" in said[0], said
+
+
+@pytest.mark.parametrize("who", ["client", "upstream"])
+def test_a_half_close_reaches_the_other_side_at_once_and_the_other_direction_still_flows(who):
+    """Not DAP: the side that finished writing is seen finishing (end of file) by the other side right away,
+    well before the relay's linger, and the other direction keeps carrying bytes until it finishes too."""
+    from dbgfwd.net.relay import Relay
+
+    a, b = socket.socketpair()  # a: the client
+    c, d = socket.socketpair()  # d: the rank
+    relay = Relay(b, c, linger=30)
+    t = threading.Thread(target=relay.run, daemon=True)
+    t.start()
+    closer, reader = (a, d) if who == "client" else (d, a)
+    for s in (a, d):
+        s.settimeout(5)
+    closer.sendall(b"last words")
+    closer.shutdown(socket.SHUT_WR)
+    got = b""
+    while (chunk := reader.recv(64)):
+        got += chunk
+    assert got == b"last words"  # and then end of file, long before the 30 s linger
+    reader.sendall(b"an answer")
+    assert closer.recv(64) == b"an answer"
+    reader.close()
+    assert closer.recv(64) == b""
+    t.join(5)
+    assert not t.is_alive() and relay.closed
+    closer.close()
