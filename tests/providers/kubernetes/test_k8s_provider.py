@@ -13,9 +13,9 @@ from tests.support.cli import wait_for
 KF = "training.kubeflow.org/"
 
 
-def provider(srv, *targets, kubeconfig=None, **options):
+def provider(srv, *targets, kubeconfig=None, base_port=5678, **options):
     options.setdefault("kubeconfig", str(kubeconfig or srv.kubeconfig_path))
-    return KubernetesProvider(ProviderConfig(targets=targets, options=options))
+    return KubernetesProvider(ProviderConfig(targets=targets, options=options, base_port=base_port))
 
 
 def roundtrip(stream, payload: bytes) -> bytes:
@@ -59,6 +59,11 @@ def test_pytorchjob_ranks_from_ranks_per_pod(k8s):
     targets = provider(k8s, "pytorchjob/x", namespace="ml", ranks_per_pod=2).discover().targets
     assert [(t.name, t.rank_base, [r.rank for r in t.ranks]) for t in targets] == [
         ("x-master-0", 0, [0, 1]), ("x-worker-0", 2, [2, 3]), ("x-worker-1", 4, [4, 5])]
+    # Each pod's ranks listen on base port + local rank, the same ports in every pod.
+    assert {t.name: [(r.local_rank, r.port) for r in t.ranks] for t in targets} == {
+        name: [(0, 5678), (1, 5679)] for name in ("x-master-0", "x-worker-0", "x-worker-1")}
+    other = provider(k8s, "pytorchjob/x", namespace="ml", ranks_per_pod=2, base_port=7000).discover().targets
+    assert [r.port for r in other[0].ranks] == [7000, 7001]
 
 
 def test_discovery_auth_errors(k8s, tmp_path):
