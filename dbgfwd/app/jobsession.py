@@ -102,6 +102,9 @@ class JobSession:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._down_since: dict[int, float] = {}  # rank -> when it was last seen leaving ready (for the console)
+        # One announcer at a time: the poll loop, configurationDone and attach-rank all announce, and two of
+        # them deciding at once that a rank is new would send it twice (two child sessions for one rank).
+        self._announce_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # ---- lifecycle ----
@@ -222,10 +225,11 @@ class JobSession:
         if not editors:
             control.respond(req, error="no editor is connected to the job session: start \"dbgfwd: job\" in VS Code")
             return
-        for c in editors:
-            c.requested |= wanted
-            for rank in wanted:  # asked again: announce again even for the same process, unless connected
-                c.announced.pop(rank, None)
+        with self._announce_lock:
+            for c in editors:
+                c.requested |= wanted
+                for rank in wanted:  # asked again: announce again even for the same process, unless connected
+                    c.announced.pop(rank, None)
         announced = []
         for c in editors:
             announced += self._announce(c, known)
@@ -253,6 +257,10 @@ class JobSession:
                     self._down_since.pop(rank, None)
 
     def _announce(self, client: _Client, ranks: dict[int, RankStatus]) -> list[int]:
+        with self._announce_lock:
+            return self._announce_locked(client, ranks)
+
+    def _announce_locked(self, client: _Client, ranks: dict[int, RankStatus]) -> list[int]:
         out = []
         for rank in sorted(ranks):
             st = ranks[rank]

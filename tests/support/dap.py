@@ -171,6 +171,22 @@ class DapClient:
             pass
 
 
+def assert_session_ends(client: DapClient, timeout: float = 30.0) -> None:
+    """The debug session through `client` has ended: its connection closes (a reset counts), or the adapter
+    answers that its debuggee is gone. A request that is merely not answered is a hang, and fails this."""
+    try:
+        client.request("threads", timeout=timeout)
+    except DapError as exc:
+        if "connection closed" in str(exc) or "disconnected" in str(exc):
+            return
+        raise AssertionError(f"the session did not end, it stopped answering: {exc}") from None
+    except (ConnectionResetError, BrokenPipeError):
+        return
+    except TimeoutError:
+        raise AssertionError(f"the session did not end within {timeout:g}s, it went silent") from None
+    raise AssertionError("the session still answers: it did not end")
+
+
 def debug_round(host: str, port: int, source: str, line: int, expression: str,
                 path_mappings: list[dict] | None = None, timeout: float = 60.0) -> str:
     """Attach, break at `source:line`, evaluate `expression` in the stopped frame, continue, disconnect.

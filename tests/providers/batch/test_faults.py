@@ -13,7 +13,7 @@ from dbgfwd.errors import UpstreamError
 from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.batch import BatchProvider
 from tests.providers.batch.conftest import bridge
-from tests.support.dap import DapClient
+from tests.support.dap import DapClient, assert_session_ends
 from tests.support.net import close_listener
 from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
 
@@ -157,8 +157,7 @@ def test_without_keepalive_the_idle_session_is_closed(world, rank):
         time.sleep(2.0)
         sess = next(iter(world.agent.sessions.values()))
         assert sess.idle_closed
-        with pytest.raises(Exception):
-            client.evaluate("rank", frame)
+        assert_session_ends(client)
         client.close()
     finally:
         p.close()

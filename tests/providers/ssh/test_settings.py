@@ -94,8 +94,9 @@ def test_missing_explicit_config_is_a_missing_file(tmp_path):
 def test_unparseable_config_is_a_bad_file(tmp_path):
     path = tmp_path / "cfg"
     path.write_text("Host a\n  Port\n")
-    with pytest.raises((BadFileError, UsageError)):
+    with pytest.raises(BadFileError, match="cannot parse ssh config") as info:
         resolve(str(path), "a")
+    assert info.value.code == 8  # what the README's table promises for a file that does not parse
 
 
 def test_hosts_from_all_sources_in_order(tmp_path, monkeypatch):
