@@ -115,12 +115,15 @@ def resolve(spec: HostSpec, config, defaults: Defaults, _depth: int = 0) -> Host
                                 "ServerAliveCountMax", spec.host)),
         host_key_alias=entry.get("hostkeyalias"),
     )
+    proxy_command = entry.get("proxycommand")
+    if proxy_command and proxy_command.strip().lower() != "none":
+        # Refused with or without ProxyJump: ignoring it would send the connection straight to a host that is
+        # only reachable through the proxy, and the user would get "cannot resolve" instead of the reason.
+        raise UsageError(f"{spec.host}: ProxyCommand is not supported, only ProxyJump",
+                         hint="replace `ProxyCommand ssh -W %h:%p jump` with `ProxyJump jump`")
     jump_text = entry.get("proxyjump")
     if not jump_text or jump_text.lower() == "none":
         return settings
-    if entry.get("proxycommand"):
-        raise UsageError(f"{spec.host}: ProxyCommand is not supported, only ProxyJump",
-                         hint="replace `ProxyCommand ssh -W %h:%p jump` with `ProxyJump jump`")
     hops = [_jump_spec(h, spec.host) for h in jump_text.split(",") if h.strip()]
     # Like OpenSSH: the first hop is reached with its own config (including its own ProxyJump); later
     # hops are reached through the hop before them.

@@ -76,11 +76,20 @@ def test_jump_loop_is_reported(tmp_path):
         resolve(str(path), "a")
 
 
-def test_proxycommand_with_proxyjump_is_refused_clearly(tmp_path):
+@pytest.mark.parametrize("entry", ["  ProxyJump b\n  ProxyCommand nc %h %p\n", "  ProxyCommand ssh -W %h:%p b\n"])
+def test_proxycommand_is_refused_clearly_with_or_without_proxyjump(tmp_path, entry):
+    """Alone it used to be ignored: the connection went straight to the host and failed as "cannot resolve"."""
     path = tmp_path / "cfg"
-    path.write_text("Host a\n  ProxyJump b\n  ProxyCommand nc %h %p\n")
-    with pytest.raises(UsageError, match="ProxyCommand"):
+    path.write_text("Host a\n" + entry)
+    with pytest.raises(UsageError, match="ProxyCommand is not supported, only ProxyJump") as info:
         resolve(str(path), "a")
+    assert info.value.code == 2 and "ProxyJump" in info.value.hint
+
+
+def test_proxycommand_none_is_no_proxy(tmp_path):
+    path = tmp_path / "cfg"
+    path.write_text("Host a\n  HostName 10.1.2.3\n  ProxyCommand none\n")
+    assert resolve(str(path), "a").hostname == "10.1.2.3"
 
 
 def test_missing_explicit_config_is_a_missing_file(tmp_path):
