@@ -114,7 +114,8 @@ def _one_target(provider: Provider, target: Target, opts: AttachOptions, inject:
     began = time.monotonic()
     out = TargetResult(target.name)
     try:
-        stager = LocalStager() if provider.name == "local" else RemoteStager(provider, target)
+        # Ranks on this machine need nothing sent: the installed packages are linked, not copied.
+        stager = LocalStager() if provider.has(Capability.SHARES_LOCAL_PORTS) else RemoteStager(provider, target)
         report = stager.run(opts, inject)
         if "error" in report and "ranks" not in report:
             out.error = f"the injector failed on {target.name}: {report['error']}"

@@ -30,6 +30,8 @@ from typing import Callable
 
 from dbgfwd import platform
 from dbgfwd.engine import RankState, RankStatus
+from dbgfwd.net.dapframes import frame
+from dbgfwd.net.listeners import bind_listener
 
 log = logging.getLogger("dbgfwd.job")
 
@@ -63,9 +65,8 @@ class _Client:
                 return
             self.seq += 1
             msg["seq"] = self.seq
-            body = json.dumps(msg).encode()
             try:
-                self.sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                self.sock.sendall(frame(json.dumps(msg).encode()))
             except OSError:
                 self.closed = True
 
@@ -284,15 +285,8 @@ class JobSession:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(16)
-        sock.settimeout(0.5)  # accept() wakes to notice a stop
-    except OSError:
-        sock.close()
-        raise
+    sock = bind_listener(host, port, backlog=16)
+    sock.settimeout(0.5)  # blocking accept() that wakes to notice a stop
     return sock
 
 
@@ -378,9 +372,8 @@ def request_ranks(port: int, ranks: list[int], timeout: float = 10.0) -> dict:
         raise UnreachableError(f"cannot reach the job session on 127.0.0.1:{port} ({exc.strerror or exc})",
                                hint="is `dbgfwd attach` still running in this workspace?") from None
     try:
-        body = json.dumps({"seq": 1, "type": "request", "command": ATTACH_RANKS,
-                           "arguments": {"ranks": ranks}}).encode()
-        sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        sock.sendall(frame(json.dumps({"seq": 1, "type": "request", "command": ATTACH_RANKS,
+                                       "arguments": {"ranks": ranks}}).encode()))
         for msg in _messages(sock):
             if msg.get("type") == "response" and msg.get("request_seq") == 1:
                 if msg.get("success"):

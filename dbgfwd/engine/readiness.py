@@ -135,7 +135,7 @@ class Readiness:
         """Ranks of one target running in different folders: each config maps its own, and the user is told
         once (a mapping that fits some ranks only is a classic "breakpoints bind on rank 0 only")."""
         for key, res in results.items():
-            cwds = sorted({m.cwd for m in getattr(res, "markers", ()) if m.cwd})
+            cwds = sorted({m.cwd for m in of_job(getattr(res, "markers", ()), self.planning.plan.base_port) if m.cwd})
             if len(cwds) > 1 and (key, tuple(cwds)) not in self._said:
                 self._said.add((key, tuple(cwds)))
                 t = self.table.targets.get(key)

@@ -145,7 +145,7 @@ class DapRewriter:
             body = self._safe(body)
             if self._on_message is not None:
                 self._on_message(body)
-            out += b"Content-Length: %d\r\n\r\n" % len(body) + body
+            out += frame(body)
         return bytes(out)
 
     def _give_up(self, out: bytearray) -> bytes:
@@ -173,8 +173,12 @@ class DapRewriter:
         return body
 
 
+def frame(body: bytes) -> bytes:
+    """One DAP message on the wire: its header, then the body."""
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
 def disconnect_message() -> bytes:
     """A `disconnect` request that leaves the debuggee running: what a debugger sends when it detaches."""
-    body = json.dumps({"seq": OWN_SEQ, "type": "request", "command": "disconnect",
-                       "arguments": {"restart": False, "terminateDebuggee": False}}).encode()
-    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    return frame(json.dumps({"seq": OWN_SEQ, "type": "request", "command": "disconnect",
+                             "arguments": {"restart": False, "terminateDebuggee": False}}).encode())

@@ -161,14 +161,10 @@ def listeners_by_port() -> dict[int, set[int]]:
     """port -> socket inodes in LISTEN, from this network namespace's /proc/net/tcp{,6}."""
     out: dict[int, set[int]] = {}
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        raw = _read(name, 64 << 20)
-        for line in (raw or b"").decode("ascii", "replace").splitlines()[1:]:
-            parts = line.split()
-            if len(parts) > 9 and parts[3] == "0A":
-                try:
-                    out.setdefault(int(parts[1].rsplit(":", 1)[1], 16), set()).add(int(parts[9]))
-                except ValueError:
-                    continue
+        text = (_read(name, 64 << 20) or b"").decode("ascii", "replace")
+        for s in markers.parse_tcp_table(text):
+            if s.state == "0A" and s.inode:
+                out.setdefault(s.local_port, set()).add(s.inode)
     return out
 
 
@@ -286,6 +282,11 @@ def launched_as(proc: Proc, cwd: str) -> str:
     return exe
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """"3.11" -> (3, 11); (0, 0) when the interpreter could not be asked."""
+    return tuple(int(x) for x in text.split(".")) if text else (0, 0)
+
+
 # ---- the scan ----
 
 def scan(request: dict) -> tuple[list[Rank], list[Rank]]:
@@ -391,10 +392,9 @@ def _check_each(ranks: list[Rank], procs: dict, request: dict) -> None:
             who = f"pid {holders[0]}" if holders else "another user's process"
             r.state, r.reason = "skipped", f"port {r.port} is taken by {who}: choose another --base-port"
             continue
-        r.python, r.needs_debugpy = interpreter_facts(proc, facts_cache)
-        r.needs_debugpy = None if r.needs_debugpy is None else not r.needs_debugpy
-        version = tuple(int(x) for x in r.python.split(".")) if r.python else (0, 0)
-        if gdb is None and version < (3, 14):
+        r.python, has_debugpy = interpreter_facts(proc, facts_cache)
+        r.needs_debugpy = None if has_debugpy is None else not has_debugpy
+        if gdb is None and _version(r.python) < (3, 14):
             r.state, r.reason = "failed", (f"gdb is not installed here (needed to attach to Python {r.python or '?'}; "
                                            "Python 3.14+ needs none): apt-get install gdb, or set "
                                            f"{GDB_ENV}=/path/to/gdb")
@@ -551,8 +551,7 @@ def deliver(rank: Rank, request: dict, workdir: str, gdb: str | None, timeout: f
         fh.write(code)
     deadline = time.monotonic() + timeout
     try:
-        version = tuple(int(x) for x in rank.python.split(".")) if rank.python else (0, 0)
-        if gdb is None and version >= (3, 14):
+        if gdb is None and _version(rank.python) >= (3, 14):
             rank.how = "remote-exec"
             script = code_file[:-len(".bin")] + ".py"
             with open(script, "wb") as fh:

@@ -274,6 +274,7 @@ class TcpSocket:
     remote_port: int
     state: str  # hex as the kernel writes it: "0A" LISTEN, "01" ESTABLISHED
     uid: int
+    inode: int = 0
 
 
 def parse_tcp_table(text: str) -> list[TcpSocket]:
@@ -286,7 +287,7 @@ def parse_tcp_table(text: str) -> list[TcpSocket]:
         try:
             (lip, lport), (rip, rport) = (p.rsplit(":", 1) for p in parts[1:3])
             out.append(TcpSocket(_decode_ip(lip), int(lport, 16), _decode_ip(rip), int(rport, 16), parts[3],
-                                 int(parts[7])))
+                                 int(parts[7]), int(parts[9]) if len(parts) > 9 else 0))
         except ValueError:
             continue
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 from dbgfwd.rank import markers
 from tests.support import cli
 from tests.support.dap import DapClient
-from tests.support.torchjob import PG_TIMEOUT, release, start_job, stop_at_break, torch_or_skip
+from tests.support.torchjob import PG_TIMEOUT, hold_past_the_timeout, release, start_job, stop_at_break, torch_or_skip
 
 HOLD = 12  # seconds at a breakpoint: half as long again as the program's own PG_TIMEOUT (8 s)
 EXPRESSION = "f'{rank}:{reduced}'"
@@ -60,16 +60,7 @@ def test_a_running_torchrun_job_is_injected_attached_debugged_and_survives_a_hol
         assert sorted(r["rank"] for r in doc["ranks"] if not r["error"]) == [0, 1, 2, 3], doc
 
         # Hold rank 2 well past the program's own 8 s collective timeout: the raised timeout keeps the job.
-        client, thread_id, frame_id = stop_at_break(ports[2], job.program)
-        held_at = job.steps(0)
-        time.sleep(HOLD)
-        assert job.proc.poll() is None, job.output()[-3000:]
-        assert job.steps(0) <= held_at + 1, "rank 0 went on while rank 2 was held: not really blocked"
-        assert client.evaluate(EXPRESSION, frame_id) == repr("2:10.0")
-        release(client, thread_id, job.program)
-        for rank in range(4):
-            job.wait_steps(rank, held_at + 20)
-        assert job.proc.poll() is None
+        hold_past_the_timeout(job, ports[2], HOLD, EXPRESSION, repr("2:10.0"))
         assert "Timed out" not in job.output()
         assert HOLD > PG_TIMEOUT
     finally:

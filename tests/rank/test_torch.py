@@ -9,15 +9,14 @@ it (--collective-timeout keep) the job dies, so the guard is what keeps it alive
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from dbgfwd.rank import markers
 from tests.support import cli
-from tests.support.torchjob import (PG_TIMEOUT, Job, mpirun_or_skip, release, start_job, stop_at_break,
-                                    torch_or_skip, torchrun)
+from tests.support.torchjob import (PG_TIMEOUT, Job, hold_past_the_timeout, mpirun_or_skip, release, start_job,
+                                    stop_at_break, torch_or_skip, torchrun)
 
 HOLD = 20  # seconds at a breakpoint, well past PG_TIMEOUT
 EXPRESSION = "f'{rank}:{reduced}'"
@@ -56,16 +55,7 @@ def test_torchrun_job_attached_through_launch_json_survives_a_long_hold(tmp_path
             release(client, thread_id, job.program)
 
         # Hold rank 2 at the breakpoint well past the program's own collective timeout.
-        client, thread_id, frame_id = stop_at_break(ports[2], job.program)
-        held_at = job.steps(0)
-        time.sleep(HOLD)
-        assert job.proc.poll() is None, job.output()[-3000:]
-        assert job.steps(0) <= held_at + 1, "rank 0 went on while rank 2 was held: not really blocked"
-        assert client.evaluate(EXPRESSION, frame_id) == repr("2:10.0")
-        release(client, thread_id, job.program)
-        for rank in range(4):
-            job.wait_steps(rank, held_at + 20)  # the job goes on after continue
-        assert job.proc.poll() is None
+        hold_past_the_timeout(job, ports[2], HOLD, EXPRESSION, repr("2:10.0"))
         out = job.output()
         assert out.count("collective timeouts raised to 2h (from 0:00:08)") == 1, out[-3000:]
         assert "Timed out" not in out

@@ -190,3 +190,19 @@ def release(client, thread_id: int, program: Path) -> None:
     client.request("setBreakpoints", {"source": {"path": str(program)}, "breakpoints": []})
     client.continue_(thread_id)
     client.disconnect()
+
+
+def hold_past_the_timeout(job: Job, port: int, seconds: float, expression: str, expected: str) -> None:
+    """Hold the rank behind `port` at the breakpoint for `seconds` (past the program's collective timeout): the
+    job must live on with rank 0 blocked meanwhile, the held frame must still evaluate, and after continue
+    every rank must go on."""
+    client, thread_id, frame_id = stop_at_break(port, job.program)
+    held_at = job.steps(0)
+    time.sleep(seconds)
+    assert job.proc.poll() is None, job.output()[-3000:]
+    assert job.steps(0) <= held_at + 1, "rank 0 went on while the held rank was stopped: not really blocked"
+    assert client.evaluate(expression, frame_id) == expected
+    release(client, thread_id, job.program)
+    for rank in range(4):
+        job.wait_steps(rank, held_at + 20)  # the job goes on after continue
+    assert job.proc.poll() is None

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from dbgfwd.errors import UpstreamError
-from dbgfwd.plan.layout import marker_ranks
+from dbgfwd.plan.layout import marker_ranks, of_job
 from dbgfwd.providers.base import Capability, Discovery, Provider, ProviderOption, RankInfo, Stream, Target
 from dbgfwd.rank import markers
 
@@ -48,7 +48,7 @@ class LocalProvider(Provider):
         Also the base ports of the other jobs seen there, for the message when none is ours."""
         probe = markers.local_probe(self._dir())
         base = self.config.base_port
-        mine = tuple(m for m in probe.markers if m.port - m.local_rank == base)
+        mine = tuple(of_job(probe.markers, base))
         others = sorted({m.port - m.local_rank for m in probe.markers} - {base})
         return dataclasses.replace(probe, markers=mine), others
 
