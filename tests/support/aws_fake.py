@@ -6,16 +6,21 @@
   does not implement them; sessions are created in the test SSM agent and the StreamUrl points at it.
 - ECS DescribeTasks (json 1.1): moto omits containers[].runtimeId and managedAgents (ECS Exec).
 
-Like the real endpoints it rejects unsigned or malformed requests: a SigV4 Authorization header for
-the right service and region, X-Amz-Date, the content type of the protocol, JSON bodies whose
-members have the modelled types, and required members.
+Like the real endpoints it rejects unsigned or malformed requests: the SigV4 signature is checked
+(recomputed with botocore's signer from the test credentials), X-Amz-Date must be within 15 minutes
+and match the credential scope's date, the content type must be the protocol's, and JSON members must
+have the modelled types, ranges and required members. Anything else gets an answer too (500), never
+a dropped connection.
 """
 
 from __future__ import annotations
 
+import calendar
+import hmac
 import json
 import re
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,9 +44,12 @@ class FakeAws:
     """Seed `jobs` (jobId -> JobDetail dict) and `tasks` (taskArn -> ECS Task dict); point
     AWS_ENDPOINT_URL_BATCH / _SSM (/ _ECS) at `url`."""
 
-    def __init__(self, agent=None, region: str = "us-east-1"):
+    def __init__(self, agent=None, region: str = "us-east-1",
+                 credentials: tuple[str, str] = ("AKIATESTTESTTESTTEST", "testing")):
         self.agent = agent
         self.region = region
+        self.credentials = credentials
+        self.internal_errors: list[str] = []
         self.jobs: dict[str, dict] = {}
         self.tasks: dict[str, dict] = {}
         self.connected: set[str] = set()  # SSM targets whose agent is online
@@ -77,7 +85,13 @@ class FakeAws:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
-                    status, body = fake._dispatch(self.path, dict(self.headers), raw)
+                    try:
+                        status, body = fake._dispatch(self.path, dict(self.headers), raw)
+                    except ApiError:
+                        raise
+                    except Exception as exc:  # a gap in this fake: answer, and make the test fail
+                        fake.internal_errors.append(f"{self.path}: {exc!r}")
+                        raise ApiError(500, "InternalFailure", "internal failure") from exc
                     extra = {}
                 except ApiError as exc:
                     status, body = exc.status, {"__type": exc.code, "message": exc.message}
@@ -101,7 +115,7 @@ class FakeAws:
 
         return Handler
 
-    def _auth(self, headers: dict, service: str) -> None:
+    def _auth(self, path: str, headers: dict, raw: bytes, service: str) -> None:
         h = {k.lower(): v for k, v in headers.items()}
         auth = h.get("authorization")
         if not auth:
@@ -113,15 +127,33 @@ class FakeAws:
             raise ApiError(403, "InvalidSignatureException",
                            f"Credential should be scoped to a valid region/service ({self.region}/{service})")
         signed = m["signed"].split(";")
-        if "host" not in signed or "x-amz-date" not in signed:
-            raise ApiError(403, "IncompleteSignatureException", "host and x-amz-date must be signed")
+        if "host" not in signed or "x-amz-date" not in signed or not set(signed) <= set(h):
+            raise ApiError(403, "IncompleteSignatureException", "host and x-amz-date must be signed, and every "
+                           "signed header sent")
+        amz_date = h["x-amz-date"]
+        try:
+            when = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+        except ValueError:
+            raise ApiError(403, "IncompleteSignatureException", f"invalid X-Amz-Date {amz_date!r}") from None
+        if m["date"] != amz_date[:8]:
+            raise ApiError(403, "InvalidSignatureException", f"Date in Credential scope does not match YYYYMMDD "
+                           f"from ISO-8601 version of date from HTTP: '{m['date']}' != '{amz_date[:8]}'")
+        if abs(time.time() - when) > 15 * 60:
+            raise ApiError(403, "InvalidSignatureException", f"Signature expired: {amz_date} is more than 15 "
+                           "minutes from the server's time")
+        akid, secret = self.credentials
+        if m["akid"] != akid:
+            raise ApiError(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        if not hmac.compare_digest(m["sig"], _signature(path, h, raw, signed, service, self.region, akid, secret)):
+            raise ApiError(403, "InvalidSignatureException", "The request signature we calculated does not match "
+                           "the signature you provided.")
 
     def _dispatch(self, path: str, headers: dict, raw: bytes) -> tuple[int, Any]:
         h = {k.lower(): v for k, v in headers.items()}
         target = h.get("x-amz-target")
         if target:
             service = "ssm" if target.startswith("AmazonSSM.") else "ecs"
-            self._auth(headers, service)
+            self._auth(path, headers, raw, service)
             if h.get("content-type") != "application/x-amz-json-1.1":
                 raise ApiError(400, "SerializationException", "bad content type")
             body = _json(raw)
@@ -135,7 +167,9 @@ class FakeAws:
             if fn is None:
                 raise ApiError(400, "UnknownOperationException", f"unknown operation {target}")
             return 200, fn(body)
-        self._auth(headers, "batch")
+        self._auth(path, headers, raw, "batch")
+        if (h.get("content-type") or "").split(";")[0].strip() != "application/json":
+            raise ApiError(415, "UnsupportedMediaTypeException", f"Unsupported Media Type: {h.get('content-type')}")
         body = _json(raw)
         op = {"/v1/describejobs": "DescribeJobs", "/v1/listjobs": "ListJobs"}.get(path)
         if op is None:
@@ -183,8 +217,15 @@ class FakeAws:
             if "nodeDetails" in job:
                 summary["nodeProperties"] = dict(job["nodeDetails"])
             out.append(summary)
-        start = int(body.get("nextToken") or 0)
-        page = int(body.get("maxResults") or 100)
+        page = body.get("maxResults", 100)
+        if type(page) is not int:
+            raise ApiError(400, "SerializationException", "maxResults must be an integer")
+        if not 1 <= page <= 1000:
+            raise ApiError(400, "ClientException", "maxResults must be between 1 and 1000")
+        token = body.get("nextToken", "0")
+        if not isinstance(token, str) or not token.isdigit() or int(token) > len(out):
+            raise ApiError(400, "ClientException", "Invalid nextToken")
+        start = int(token)
         result = {"jobSummaryList": out[start:start + page]}
         if start + page < len(out):
             result["nextToken"] = str(start + page)
@@ -196,6 +237,12 @@ class FakeAws:
         target = body.get("Target")
         if not isinstance(target, str) or not TARGET_RE.match(target):
             raise ApiError(400, "ValidationException", "1 validation error detected: Value at 'target' failed")
+        reason = body.get("Reason", "r")
+        if not isinstance(reason, str):
+            raise ApiError(400, "SerializationException", "Reason must be a string")
+        if not 1 <= len(reason) <= 256:
+            raise ApiError(400, "ValidationException", "1 validation error detected: Value at 'reason' failed to "
+                           "satisfy constraint: Member must have length between 1 and 256")
         doc = body.get("DocumentName", "SSM-SessionManagerRunShell")
         params = body.get("Parameters", {})
         if not isinstance(params, dict) or not all(
@@ -207,8 +254,14 @@ class FakeAws:
         allowed = required | {"localPortNumber"}
         if not required <= set(params) or not set(params) <= allowed:
             raise ApiError(400, "InvalidParameters", f"{doc} needs {sorted(required)}")
-        if not params["portNumber"][0].isdigit():
-            raise ApiError(400, "InvalidParameters", "portNumber must be a number")
+        for name, values in params.items():
+            if len(values) != 1:
+                raise ApiError(400, "InvalidParameters", f"{name} takes exactly one value")
+            if name.lower().endswith("portnumber") and not (values[0].isascii() and values[0].isdigit()
+                                                     and 0 <= int(values[0]) <= 65535):
+                raise ApiError(400, "InvalidParameters", f"{name} must be a port number between 0 and 65535")
+        if int(params["portNumber"][0]) == 0:
+            raise ApiError(400, "InvalidParameters", "portNumber must be a port number between 1 and 65535")
         if target not in self.connected:
             raise ApiError(400, "TargetNotConnected", f"{target} is not connected.")
         sid = f"dbgfwd-test-{uuid.uuid4().hex[:17]}"
@@ -245,6 +298,21 @@ class FakeAws:
         found = [self.tasks[t] for t in tasks if t in self.tasks]
         failures = [{"arn": t, "reason": "MISSING"} for t in tasks if t not in self.tasks]
         return {"tasks": found, "failures": failures}
+
+
+def _signature(path: str, h: dict, raw: bytes, signed: list[str], service: str, region: str,
+               akid: str, secret: str) -> str:
+    """What the signature of this request must be, computed by botocore's own SigV4 signer over the
+    headers the client said it signed."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="POST", url=f"http://{h['host']}{path}", data=raw,
+                         headers={name: h[name] for name in signed})
+    request.context["timestamp"] = h["x-amz-date"]
+    signer = SigV4Auth(Credentials(akid, secret, h.get("x-amz-security-token")), service, region)
+    return signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
 
 
 def _json(raw: bytes) -> dict:

@@ -47,58 +47,149 @@ class ApiFailure(Exception):
         self.code = code
 
 
-# ---- selectors (the apimachinery grammar, strictly) ----
+# ---- selectors (the apimachinery grammar and validation, strictly) ----
 
-_REQ = re.compile(r"^\s*(!?)([A-Za-z0-9./_-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*)|"
-                  r"\s+(in|notin)\s+\(([^)]*)\))?\s*$")
+_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SPECIAL = "=!(),<>"
+_OPS = ("==", "!=", "=", "!", "(", ")", ",", "<", ">")
 
 
-def _split_selector(text: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
+def _tokens(text: str) -> list[str]:
+    """The label selector lexer: operators and punctuation, else runs of other non-blank characters."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        op = next((o for o in _OPS if text.startswith(o, i)), None)
+        if op:
+            out.append(op)
+            i += len(op)
+            continue
+        j = i
+        while j < len(text) and not text[j].isspace() and text[j] not in _SPECIAL:
+            j += 1
+        out.append(text[i:j])
+        i = j
+    return out
+
+
+def _bad(text: str, why: str) -> ApiFailure:
+    return ApiFailure(400, "BadRequest", f"unable to parse requirement: {why} (selector {text!r})")
+
+
+def _check_key(text: str, key: str) -> None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        raise _bad(text, f'key: Invalid value: "{key}": prefix part must be a lowercase RFC 1123 subdomain')
+    if len(name) > 63 or not _NAME.match(name):
+        raise _bad(text, f'key: Invalid value: "{key}": name part must consist of alphanumeric characters, '
+                         "'-', '_' or '.', must start and end with an alphanumeric character, and be at "
+                         "most 63 characters")
+
+
+def _check_value(text: str, key: str, value: str) -> None:
+    if value and (len(value) > 63 or not _NAME.match(value)):
+        raise _bad(text, f'values[0][{key}]: Invalid value: "{value}": a valid label must be an empty string '
+                         "or consist of alphanumeric characters, '-', '_' or '.', must start and end with an "
+                         "alphanumeric character, and be at most 63 characters")
+
+
+def _parse_labels(text: str) -> list[tuple]:
+    """[(key, op, values)] with op one of exists, !exists, =, !=, in, notin, gt, lt; 400 on what
+    apimachinery's parser or its validation rejects."""
+    toks, reqs, i = _tokens(text), [], 0
+
+    def ident(what: str) -> str:
+        nonlocal i
+        tok = toks[i] if i < len(toks) else ""
+        if tok == "" or tok in _OPS:
+            raise _bad(text, f"found '{tok}', expected: {what}")
+        i += 1
+        return tok
+
+    while toks:
+        neg = i < len(toks) and toks[i] == "!"
+        i += neg
+        key = ident("identifier")
+        _check_key(text, key)
+        op = toks[i] if i < len(toks) else ","
+        if neg or op == ",":
+            if op != ",":
+                raise _bad(text, f"found '{op}', expected: ','")
+            reqs.append((key, "!exists" if neg else "exists", []))
+        elif op in ("=", "==", "!="):
+            i += 1
+            value = "" if i >= len(toks) or toks[i] == "," else ident("identifier")
+            _check_value(text, key, value)
+            reqs.append((key, "!=" if op == "!=" else "=", [value]))
+        elif op in ("<", ">"):
+            i += 1
+            value = ident("integer")
+            if not value.isdigit():
+                raise _bad(text, f"for 'Gt', 'Lt' operators, the value must be an integer: {value!r}")
+            reqs.append((key, "gt" if op == ">" else "lt", [value]))
+        elif op in ("in", "notin"):
+            i += 1
+            if i >= len(toks) or toks[i] != "(":
+                raise _bad(text, f"found '{toks[i] if i < len(toks) else ''}', expected: '('")
+            i += 1
+            values: list[str] = []
+            while i < len(toks) and toks[i] != ")":
+                values.append("" if toks[i] == "," else ident("identifier"))
+                if i < len(toks) and toks[i] not in (",", ")"):
+                    raise _bad(text, f"found '{toks[i]}', expected: ',' or ')'")
+                i += i < len(toks) and toks[i] == ","
+            if i >= len(toks):
+                raise _bad(text, "found '', expected: ')'")
+            i += 1
+            if not values:
+                raise _bad(text, "for 'in', 'notin' operators, values set can't be empty")
+            for value in values:
+                _check_value(text, key, value)
+            reqs.append((key, op, values))
         else:
-            cur += ch
-    parts.append(cur)
-    return [p for p in parts if p.strip()]
+            raise _bad(text, f"found '{op}', expected: in, notin, =, ==, !=, gt, lt")
+        if i == len(toks):
+            break
+        if toks[i] != ",":
+            raise _bad(text, f"found '{toks[i]}', expected: ','")
+        i += 1
+        if i == len(toks):
+            raise _bad(text, "found '', expected: identifier or '!'")
+    return reqs
 
 
 def label_matcher(text: str | None):
-    reqs = []
-    for part in _split_selector(text or ""):
-        m = _REQ.match(part)
-        if not m or (m.group(1) and (m.group(3) or m.group(5))):
-            raise ApiFailure(400, "BadRequest", f"unable to parse requirement: {part!r}")
-        neg, key, op, value, setop, values = m.groups()
-        reqs.append((neg, key, op or setop, value, [v.strip() for v in (values or "").split(",")]))
+    reqs = _parse_labels(text or "")
+
+    def holds(lab: dict, key: str, op: str, values: list[str]) -> bool:
+        if op == "exists":
+            return key in lab
+        if op == "!exists":
+            return key not in lab
+        if op == "=":
+            return lab.get(key) == values[0]
+        if op == "!=":
+            return lab.get(key) != values[0]
+        if op == "in":
+            return lab.get(key) in values
+        if op == "notin":
+            return lab.get(key) not in values
+        have = lab.get(key, "")
+        if not have.isdigit():
+            return False
+        return int(have) > int(values[0]) if op == "gt" else int(have) < int(values[0])
 
     def match(lab: dict) -> bool:
-        for neg, key, op, value, values in reqs:
-            if op in ("=", "=="):
-                ok = lab.get(key) == value
-            elif op == "!=":
-                ok = lab.get(key) != value
-            elif op == "in":
-                ok = lab.get(key) in values
-            elif op == "notin":
-                ok = lab.get(key) not in values
-            else:
-                ok = (key in lab) != bool(neg)
-            if not ok:
-                return False
-        return True
+        return all(holds(lab, *req) for req in reqs)
     return match
 
 
 def field_matcher(text: str | None):
     reqs = []
-    for part in _split_selector(text or ""):
+    for part in filter(None, (text or "").split(",")):  # apimachinery skips empty field terms
         m = re.match(r"^\s*([a-zA-Z.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
         if not m:
             raise ApiFailure(400, "BadRequest", f"invalid field selector: {part!r}")
@@ -302,17 +393,29 @@ class ApiHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self) -> None:  # exec and portforward accept POST on the real server too
-        self.do_GET()
+        self.do_GET(post=True)
 
-    def do_GET(self) -> None:
+    def do_GET(self, post: bool = False) -> None:
         try:
-            self._route()
+            if self.request_version == "HTTP/1.1" and not self.headers.get("Host"):
+                return self._bare(400, "missing required Host header")  # Go's net/http, before any handler
+            self._route(post)
         except ApiFailure as exc:
             self._json(exc.code, exc.body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _route(self) -> None:
+    def _bare(self, code: int, text: str) -> None:
+        data = f"{code} Bad Request: {text}".encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+    def _route(self, post: bool = False) -> None:
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         multi = parse_qs(url.query, keep_blank_values=True)
@@ -325,6 +428,10 @@ class ApiHandler(BaseHTTPRequestHandler):
         if parts[:2] != ["api", "v1"] or len(parts) < 3 or parts[2] != "namespaces":
             raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
         rest = parts[3:]
+        if post and not (len(rest) == 4 and rest[1] == "pods" and rest[3] in ("portforward", "exec")):
+            # creating pods or namespaces is not what dbgfwd does; a POST to one pod is never allowed
+            raise ApiFailure(405, "MethodNotAllowed", "the server does not allow this method on the "
+                             "requested resource")
         if not rest:
             self.srv.authorize("list", "namespaces", "")
             return self._json(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
@@ -367,8 +474,14 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def _watch(self, ns: str, query: dict) -> None:
         lab, fld = label_matcher(query.get("labelSelector")), field_matcher(query.get("fieldSelector"))
-        timeout = float(query.get("timeoutSeconds") or 1800)
+        timeout_text = query.get("timeoutSeconds") or "1800"
+        if not re.fullmatch(r"-?[0-9]+", timeout_text):  # the parameter codec's strconv.ParseInt
+            raise ApiFailure(400, "BadRequest", f'timeoutSeconds: strconv.ParseInt: parsing "{timeout_text}": '
+                             "invalid syntax")
+        timeout = float(timeout_text) if int(timeout_text) > 0 else 1800.0
         since = query.get("resourceVersion") or ""
+        if since and not since.isdigit():
+            raise ApiFailure(400, "BadRequest", f'invalid resource version "{since}"')
         srv = self.srv
         with srv.cond:
             if since and since != "0" and int(since) < srv.oldest_rv - 1:

@@ -65,18 +65,14 @@ def _decode(b64: bool, opcode: int, msg: bytes) -> tuple[int, bytes] | None:
 
 def portforward(handler, pod, multi: dict) -> None:
     srv = handler.srv
-    raw = [p for v in multi.get("ports", []) for p in v.split(",") if p.strip()]
-    if not raw:
+    raw = [p for v in multi.get("ports", []) for p in v.split(",")]
+    if not raw or raw == [""]:
         _fail(handler, 400, 'query parameter "port" is required')
     ports = []
-    for text in raw:
-        try:
-            port = int(text)
-            if not 0 < port < 65536:
-                raise ValueError
-        except ValueError:
+    for text in raw:  # strconv.ParseUint(text, 10, 16): digits only, no sign, blank or underscore
+        if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
             _fail(handler, 400, f'unable to parse "{text}" as a port: invalid port')
-        ports.append(port)
+        ports.append(int(text))
     ws, b64 = _upgrade(handler)
     with srv.cond:
         srv.streams.append(ws)
@@ -156,7 +152,9 @@ def exec_(handler, pod, multi: dict) -> None:
     command = multi.get("command") or []
     if not command:
         _fail(handler, 400, "you must specify at least 1 command")
-    flags = {k: (multi.get(k, ["false"])[-1] in ("true", "1")) for k in ("stdin", "stdout", "stderr")}
+    flags = {k: (multi.get(k, ["false"])[-1] in ("true", "1")) for k in ("stdin", "stdout", "stderr", "tty")}
+    if flags.pop("tty") and flags["stderr"]:
+        _fail(handler, 400, "tty and stderr cannot both be true")
     if not any(flags.values()):
         _fail(handler, 400, "you must specify at least one of stdin, stdout, stderr")
     containers = [c["name"] for c in pod.obj["spec"]["containers"]]

@@ -127,7 +127,7 @@ class AgentSession:
     def violation(self, text: str) -> None:
         self.agent.violations.append(f"{self.id}: {text}")
         if self.sock is not None:
-            self.sock.close()
+            self.sock.close(code=1002)  # RFC 6455 7.4.1: protocol error
 
     # ---- client -> agent ----
     def on_message(self, data: bytes, acks: list[bytes]) -> None:

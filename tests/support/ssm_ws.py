@@ -42,12 +42,20 @@ def read_upgrade(sock: socket.socket) -> tuple[str, dict[str, str]]:
     method, path, _version = (request_line.split(" ") + ["", "", ""])[:3]
     ok = (method == "GET" and headers.get("upgrade", "").lower() == "websocket"
           and "upgrade" in headers.get("connection", "").lower()
-          and headers.get("sec-websocket-version") == "13" and headers.get("sec-websocket-key"))
+          and headers.get("sec-websocket-version") == "13" and _valid_key(headers.get("sec-websocket-key")))
     if not ok:
         sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
         raise ProtocolViolation(f"bad websocket upgrade: {request_line!r}")
     accept = base64.b64encode(hashlib.sha1(headers["sec-websocket-key"].encode() + GUID).digest()).decode()
     return path, headers | {"_accept": accept}
+
+
+def _valid_key(key: str | None) -> bool:
+    """RFC 6455 4.1: the key is 16 random bytes, base64-encoded."""
+    try:
+        return len(base64.b64decode(key or "", validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def accept(sock: socket.socket, accept_value: str) -> None:
@@ -124,6 +132,12 @@ class ServerSocket:
                 (n,) = struct.unpack(">Q", self._need(8))
             key = self._need(4)
             payload = _unmask(key, self._need(n))
+            if op >= 0x8 and (n > 125 or not b0 & 0x80):
+                raise ProtocolViolation("control frame longer than 125 bytes or fragmented")  # RFC 6455 5.5
+            if op == 0 and first_op is None:
+                raise ProtocolViolation("continuation frame with nothing to continue")
+            if op in (TEXT, BINARY) and first_op is not None:
+                raise ProtocolViolation("new data frame inside a fragmented message")
             if op == PING:
                 self.pings += 1
                 self.send(PONG, payload)
@@ -154,14 +168,14 @@ class ServerSocket:
                 self.closed = True
                 raise Closed("send failed") from None
 
-    def close(self, abrupt: bool = False) -> None:
+    def close(self, abrupt: bool = False, code: int = 1000) -> None:
         with self.lock:
             if self.closed:
                 return
             self.closed = True
             if not abrupt:
                 try:
-                    self.sock.sendall(server_frame(CLOSE, struct.pack(">H", 1000)))
+                    self.sock.sendall(server_frame(CLOSE, struct.pack(">H", code)))
                 except OSError:
                     pass
         try:

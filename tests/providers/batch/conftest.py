@@ -18,6 +18,7 @@ def world(monkeypatch, moto_url):
         set_env(monkeypatch, w)
         w.tolerate_seq_reuse = False  # dbgfwd's own client never reuses a sequence number
         yield w
+        assert w.fake.internal_errors == []  # every request the fake saw had a modelled answer
         if not w.tolerate_seq_reuse:
             assert w.agent.seq_conflicts == []
 

@@ -27,13 +27,13 @@ def official(srv, token=None):
     return client.CoreV1Api(client.ApiClient(cfg))
 
 
-def raw_get(srv, path, headers=None, token="default"):
+def raw_get(srv, path, headers=None, token="default", method="GET", host=True):
     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    hdrs = {"Host": f"127.0.0.1:{srv.port}"}
+    hdrs = {"Host": f"127.0.0.1:{srv.port}"} if host else {}
     if token:
         hdrs["Authorization"] = f"Bearer {srv.token if token == 'default' else token}"
     hdrs.update(headers or {})
-    req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    req = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
     sock.sendall(req.encode())
     return sock
 
@@ -158,6 +158,69 @@ def test_rejects_what_the_real_server_rejects(k8s, path, headers, code, text):
     sock = raw_get(k8s, f"/api/v1/namespaces/default/pods/p/{path}", hdr)
     status, head, body = read_response_head(sock)
     assert status == code and text in json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("selector,text", [
+    ("app in ()", "values set can't be empty"),
+    ("app in (a b)", "expected: ',' or ')'"),
+    ("-x=y", 'Invalid value: "-x"'),
+    ("app=-bad", 'Invalid value: "-bad"'),
+    ("app=" + "v" * 64, "at most 63 characters"),
+    ("app=a,", "expected: identifier or '!'"),
+    ("!app=a", "expected: ','"),
+    ("app in a", "expected: '('"),
+])
+def test_label_selectors_the_real_server_rejects(k8s, selector, text):
+    from urllib.parse import quote
+
+    k8s.add_pod("p", labels={"app": "a"}, start=False)
+    for watch in ("", "&watch=true"):
+        sock = raw_get(k8s, f"/api/v1/namespaces/default/pods?labelSelector={quote(selector)}{watch}")
+        status, _, body = read_response_head(sock)
+        assert status == 400 and text in json.loads(body)["message"], (selector, watch)
+
+
+def test_label_selectors_the_real_server_accepts():
+    from tests.support.k8s_server import label_matcher
+
+    pod = {"app": "a", "tier": "x", "batch.kubernetes.io/job-name": "j", "n": "7"}
+    for selector, matches in [("", True), ("app=a", True), ("app==a", True), ("app!=a", False),
+                              ("app in (a,c),tier", True), ("app notin (a)", False), ("!tier", False),
+                              ("!gone", True), ("batch.kubernetes.io/job-name=j", True), ("n>6", True),
+                              ("n<7", False), ("tier=", False), (" app = a , tier ", True)]:
+        assert label_matcher(selector)(pod) is matches, selector
+
+
+@pytest.mark.parametrize("query,text", [
+    ("ports=%2B7000", 'unable to parse "+7000"'),
+    ("ports=7_000", 'unable to parse "7_000"'),
+    ("ports=%207000", 'unable to parse " 7000"'),
+    ("ports=7000,", 'unable to parse ""'),
+    ("ports=0", 'unable to parse "0"'),
+])
+def test_portforward_ports_the_real_server_rejects(k8s, query, text):
+    k8s.add_pod("p")
+    sock = raw_get(k8s, f"/api/v1/namespaces/default/pods/p/portforward?{query}", ws_headers())
+    status, _, body = read_response_head(sock)
+    assert status == 400 and text in json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("method,path,headers,host,code,text", [
+    ("GET", "pods/p/exec?command=ls&stdout=true&stderr=true&tty=true", "ws", True, 400,
+     "tty and stderr cannot both be true"),
+    ("POST", "pods/p", None, True, 405, "does not allow this method"),
+    ("POST", "pods", None, True, 405, "does not allow this method"),
+    ("GET", "pods", None, False, 400, "missing required Host header"),
+    ("GET", "pods?watch=true&resourceVersion=abc", None, True, 400, 'invalid resource version "abc"'),
+    ("GET", "pods?watch=true&timeoutSeconds=abc", None, True, 400, 'parsing "abc": invalid syntax'),
+])
+def test_requests_the_real_server_rejects(k8s, method, path, headers, host, code, text):
+    k8s.add_pod("p")
+    sock = raw_get(k8s, f"/api/v1/namespaces/default/{path}", ws_headers() if headers else None,
+                   method=method, host=host)
+    status, head, body = read_response_head(sock)
+    message = json.loads(body)["message"] if "application/json" in head else body.decode()
+    assert status == code and text in message
 
 
 def test_portforward_prefixes_and_unmasked_frames_rejected(k8s):
