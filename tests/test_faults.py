@@ -92,6 +92,10 @@ def _forget_dead_marker(runtime: Path, pid: int) -> None:
         pass
 
 
+def _held(ws) -> int:
+    return cli.session(ws)["ranks"][0]["held"]
+
+
 def test_upstream_killed_during_transfers_100_times(tmp_path, port_block):
     runtime = tmp_path / "run"
     port = port_block(1)
@@ -118,11 +122,15 @@ def test_upstream_killed_during_transfers_100_times(tmp_path, port_block):
             server.kill()
             _forget_dead_marker(runtime, server.pid)
             if i % 10 == 9:
-                # a client connecting while the rank is down is held and served once it is back
+                # a client connecting while the rank is down is held and served once it is back.
+                # The first client is either cut (it ends) or held too (killed before its upstream opened).
+                cli.wait_for(lambda: not client.is_alive() or _held(ws) == 1, what="first client settled",
+                             timeout=30)
+                before = _held(ws)
                 held: dict = {}
                 waiter = threading.Thread(target=lambda: held.update(got=_echo_exact(local, PAYLOAD[:65536])))
                 waiter.start()
-                time.sleep(0.2)
+                cli.wait_for(lambda: _held(ws) == before + 1, what="the new client held", timeout=30)
                 server = EchoServer.start(port=port, rank=0, marker_dir=runtime)
                 waiter.join(30)
                 assert held.get("got") == PAYLOAD[:65536], f"kill {i}: held client not served after the restart"

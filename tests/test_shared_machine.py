@@ -23,6 +23,7 @@ import pytest
 from dbgfwd.rank import markers
 from dbgfwd.ui.console import clean
 from dbgfwd.ui.tables import rank_table
+from tests.support import require
 from tests.support import cli
 from tests.support.echo_server import EchoServer
 
@@ -39,9 +40,7 @@ def other():
     elif not shutil.which("runuser") or not os.path.exists(SYSTEM_PYTHON):
         reason = "needs runuser and /usr/bin/python3"
     if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require.missing(reason)
     try:
         entry = pwd.getpwnam(OTHER)
     except KeyError:

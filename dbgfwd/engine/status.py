@@ -35,11 +35,13 @@ class RankStatus:
     remote_root: str | None
     program: str | None = None  # what the rank runs, as its marker says (script path or module name)
     generation: int = 0  # how many processes have been seen behind this rank (bumped on a restart)
+    held: int = 0  # clients connected and waiting for the rank (it is down or not reachable yet)
 
     def as_dict(self) -> dict:
         d = self.planned.as_dict()
         d.update(state=self.state.value, reason=self.reason, clients=self.clients,
                  connections=self.connections, failures=self.failures, bytes_up=self.bytes_up,
                  bytes_down=self.bytes_down, target_name=self.target_name, target_status=self.target_status,
-                 remote_root=self.remote_root, program=self.program, generation=self.generation)
+                 remote_root=self.remote_root, program=self.program, generation=self.generation,
+                 held=self.held)
         return d

@@ -68,7 +68,7 @@ class RankEntry:
             target_status=t.status if t else "not found yet", state=self.state,
             reason=self.failed or self.reason, clients=len(self.relays), connections=self.connections,
             failures=self.failures, bytes_up=self.bytes_up + live_up, bytes_down=self.bytes_down + live_down,
-            remote_root=root, program=self.program, generation=self.generation)
+            remote_root=root, program=self.program, generation=self.generation, held=self.retrying)
 
 
 class RankTable:

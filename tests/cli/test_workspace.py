@@ -6,10 +6,10 @@ import json
 import shutil
 import subprocess
 
-import pytest
 
 from dbgfwd.errors import ExitCode
 from dbgfwd.workspace import state
+from tests.support import require
 from tests.support import cli
 
 
@@ -102,7 +102,7 @@ def test_an_immutable_launch_json_is_reported_and_nothing_else_is_written(tmp_pa
     launch = ws / ".vscode" / "launch.json"
     launch.write_text('{"version": "0.2.0", "configurations": []}\n')
     if not _immutable(launch, True):
-        pytest.skip("chattr +i is not supported on this file system (the rollback itself is tested in "
+        require.missing("chattr +i is not supported on this file system (the rollback itself is tested in "
                     "tests/app/test_attach.py with a failing rename)")
     try:
         res = cli.run("gen-launch", "--ranks", "2", "--workspace", str(ws))

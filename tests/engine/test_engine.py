@@ -213,13 +213,16 @@ def test_a_failing_rediscovery_is_logged_once_and_shown_on_ranks(caplog):
     eng = _engine(prov)
     eng.start()
     try:
+        calls = []
+
         def expired():
+            calls.append(1)
             raise AuthError("token has expired")
 
         prov.discover = expired
         with caplog.at_level(logging.WARNING, logger="dbgfwd.engine"):
             assert _wait(lambda: _state(eng).reason == "token has expired")
-            time.sleep(0.6)  # several more failing rediscoveries
+            assert _wait(lambda: len(calls) >= 4), "rediscovery did not run again"
         assert [r.getMessage() for r in caplog.records].count("token has expired") == 1
         prov.discover = lambda: Discovery((t,), where="in the test")
         assert _wait(lambda: any("works again" in r.getMessage() for r in caplog.records))

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
+from tests.support import require
 from tests.support.ranks import wait_for_markers
 
 # A gloo all_reduce loop. The breakpoint line comes right after the collective: `reduced` is the sum of
@@ -79,19 +79,13 @@ def torch_or_skip() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        reason = "torch is not installed; scripts/setup.sh test installs its CPU build"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require.missing("torch is not installed; scripts/setup.sh test installs its CPU build")
 
 
 def mpirun_or_skip() -> str:
     path = shutil.which("mpirun")
     if path is None:
-        reason = "mpirun is not installed (apt-get install openmpi-bin; scripts/test.sh does)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require.missing("mpirun is not installed (apt-get install openmpi-bin; scripts/test.sh does)")
     return path
 
 

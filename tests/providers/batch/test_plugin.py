@@ -13,6 +13,7 @@ import pytest
 from dbgfwd.errors import ProviderUnavailable
 from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.batch import BatchProvider
+from tests.support import require
 from tests.providers.batch.test_faults import echo_server
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -22,10 +23,7 @@ REAL_PLUGIN = ROOT.parent / "shared" / "tools" / "session-manager-plugin" / "ses
 @pytest.fixture
 def plugin(monkeypatch):
     if not os.access(REAL_PLUGIN, os.X_OK):
-        reason = f"the real session-manager-plugin is not at {REAL_PLUGIN}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require.missing(f"the real session-manager-plugin is not at {REAL_PLUGIN}")
     monkeypatch.setenv("DBGFWD_SSM_PLUGIN", str(REAL_PLUGIN))
     return REAL_PLUGIN
 

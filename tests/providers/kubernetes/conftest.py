@@ -1,5 +1,6 @@
 import pytest
 
+from tests.support import require
 from tests.support.k8s_pods import netns_available
 
 
@@ -8,7 +9,7 @@ def k8s(tmp_path):
     """A fresh test apiserver+kubelet; pods are network namespaces (root needed, as in CI)."""
     ok, why = netns_available()
     if not ok:
-        pytest.skip(f"test kubelet {why}")
+        require.missing(f"test kubelet {why}")
     from tests.support.k8s_server import K8sServer
 
     with K8sServer() as srv:

@@ -92,7 +92,9 @@ def test_a_client_connecting_before_its_rank_is_held_until_the_rank_starts(tmp_p
 
         t = threading.Thread(target=client)
         t.start()
-        time.sleep(1.0)
+        # the debugger is connected, has spoken, and is held while no rank runs: the rank starts only then
+        cli.wait_for(lambda: cli.session(ws)["ranks"][0]["state"] == "reconnecting"
+                     and cli.session(ws)["ranks"][0]["held"] == 1, what="the debugger held", timeout=30)
         rank = start_rank(program, 0, 0, runtime, base_port=base)
         t.join(90)
         assert result.get("value") == "0"

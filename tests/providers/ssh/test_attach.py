@@ -112,6 +112,8 @@ def test_sshd_killed_while_attached(lab, attached):
     result: dict = {}
     waiter = threading.Thread(target=lambda: result.setdefault("value", dap(lab, ports[1])))
     waiter.start()
+    cli.wait_for(lambda: _rank(workspace, 1)["state"] == "reconnecting" and _rank(workspace, 1)["held"] == 1,
+                 timeout=30, what="the debugger held while h1 is down")
     h1.start_sshd()
     waiter.join(90)
     assert result.get("value") == "1"
@@ -311,3 +313,7 @@ def test_job_session_over_ssh_every_rank_and_a_restarted_one(lab, tmp_path):
         if editor is not None:
             editor.close()
         assert run.stop() == 130, run.output()[-3000:]
+
+
+def _rank(workspace, rank: int) -> dict:
+    return next(r for r in cli.session(workspace)["ranks"] if r["rank"] == rank)
