@@ -307,16 +307,19 @@ def test_state_files_and_backups_are_private(tmp_path, port_block):
         assert _mode(runtime) == 0o700
         assert {_mode(p) for p in runtime.glob(markers.MARKER_GLOB)} == {0o600}
         backups = [p for p in (ws / ".vscode").iterdir() if p.name != "launch.json" and "launch" in p.name]
-        for p in backups:
-            assert _mode(p) == 0o600, p
+        assert len(backups) == 1 and _mode(backups[0]) == 0o600, backups  # the user's file, backed up once
     finally:
         bg.stop()
         echo.stop()
     from dbgfwd.vscode import AttachEntry, LaunchOptions, update_launch_json
 
-    result = update_launch_json(ws / ".vscode" / "launch.json", [AttachEntry(0, 40000, "n", 0)], LaunchOptions())
-    if result.backup is not None:
-        assert _mode(Path(result.backup)) == 0o600
+    # the library call (gen-launch's path) backs up a user's file privately too, even one left world-readable
+    other = tmp_path / "ws-gen" / ".vscode" / "launch.json"
+    other.parent.mkdir(parents=True)
+    other.write_text('{"version": "0.2.0", "configurations": [{"name": "mine", "type": "debugpy"}]}')
+    os.chmod(other, 0o644)
+    result = update_launch_json(other, [AttachEntry(0, 40000, "n", 0)], LaunchOptions())
+    assert result.backup is not None and _mode(Path(result.backup)) == 0o600
 
 
 def test_console_handler_formatter_is_redacting():

@@ -22,8 +22,9 @@ def listen(host: str, port: int, *, sub_process: bool = False, log: Log = lambda
     import debugpy
 
     nodelay.prepare(log)
-    if sub_process:
-        debugpy.configure(subProcess=True)
+    # debugpy's own default is True: every child (each DataLoader worker, each `subprocess.run` of a tool)
+    # would connect to the adapter and wait for a debugger session of its own. Only on request.
+    debugpy.configure(subProcess=sub_process)
     try:
         debugpy.listen((host, port))
     except Exception as exc:  # debugpy raises RuntimeError wrapping the bind error

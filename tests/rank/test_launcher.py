@@ -211,3 +211,73 @@ def test_runs_in_a_venv_that_has_only_debugpy(tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_wait_for_client_rank0_holds_rank_0_until_a_debugger_attaches_and_lets_others_run(tmp_path):
+    """The program's first line is a breakpoint: it can only be hit if the program waited for the debugger.
+    Rank 1 (local rank 1) does not wait under `rank0` and runs to its end with nobody attached."""
+    from tests.support.dap import DapClient
+    from tests.support.ranks import start_rank, wait_for_markers
+
+    prog = tmp_path / "prog.py"
+    prog.write_text("first = 1\nprint('ran', first)\n")
+    runtime, base = tmp_path / "run", free_port_block(2)
+    procs = [start_rank(prog, r, r, runtime, base_port=base, world_size=2,
+                        extra_args=["--wait-for-client", "rank0"]) for r in (0, 1)]
+    try:
+        assert procs[1].proc.wait(60) == 0  # did not wait
+        assert "ran 1" in procs[1].log.read_text()
+        wait_for_markers(runtime, {0}, procs=procs[:1])
+        assert procs[0].proc.poll() is None  # still waiting: nothing attached yet
+        client = DapClient("127.0.0.1", base, timeout=60)
+        try:
+            stopped = client.attach({str(prog): [1]}) and client.wait_stopped(60)
+            assert client.top_frame(stopped["body"]["threadId"])["line"] == 1
+            client.continue_(stopped["body"]["threadId"])
+        finally:
+            client.close()
+        assert procs[0].proc.wait(60) == 0
+        assert "ran 1" in procs[0].log.read_text()
+    finally:
+        for p in procs:
+            p.stop()
+
+
+SPAWNS_A_CHILD = """\
+import subprocess, sys
+child = subprocess.run([sys.executable, "-c", "import os; v = os.getpid(); print('child', v)"])
+print("parent done", child.returncode)
+"""
+
+
+@pytest.mark.parametrize("sub_process", [True, False])
+def test_sub_process_announces_the_ranks_children_to_the_debugger(tmp_path, sub_process):
+    from tests.support.dap import DapClient, DapError
+    from tests.support.ranks import start_rank, wait_for_markers
+
+    prog = tmp_path / "prog.py"
+    prog.write_text(SPAWNS_A_CHILD)
+    runtime, base = tmp_path / "run", free_port_block(1)
+    args = ["--wait-for-client", "all"] + (["--sub-process"] if sub_process else [])
+    rank = start_rank(prog, 0, 0, runtime, base_port=base, extra_args=args)
+    try:
+        wait_for_markers(runtime, {0}, procs=[rank])
+        client = DapClient("127.0.0.1", base, timeout=60)
+        try:
+            client.attach({})
+            # a client that supports it is asked to start a child session (startDebugging), as VS Code is
+            if sub_process:
+                announced = client.wait_reverse_request("startDebugging", timeout=60)
+                child = announced["arguments"]["configuration"]["subProcessId"]
+                assert child not in (rank.proc.pid, None), announced
+            else:
+                try:
+                    client.wait_event("terminated", timeout=60)  # the program ran to its end...
+                except DapError:
+                    pass  # (or the adapter closed first)
+                assert not [r for r in client.reverse_requests if r["command"] == "startDebugging"]
+                assert "child" in rank.log.read_text()  # ...and its child ran, unannounced
+        finally:
+            client.close()
+    finally:
+        rank.stop()

@@ -26,6 +26,7 @@ class DapClient:
         self._seq = 0
         self._lock = threading.Lock()
         self.events: list[dict] = []
+        self.reverse_requests: list[dict] = []  # startDebugging, runInTerminal: answered with success
         self._responses: dict[int, dict] = {}
 
     # -- wire --
@@ -73,6 +74,7 @@ class DapClient:
             self._responses[msg["request_seq"]] = msg
         elif msg.get("type") == "request":
             # reverse requests (startDebugging, runInTerminal): answer success so the adapter goes on
+            self.reverse_requests.append(msg)
             self._send({"type": "response", "seq": self._next(), "request_seq": msg["seq"],
                         "command": msg["command"], "success": True})
         else:
@@ -140,6 +142,14 @@ class DapClient:
         if not resp.get("success"):
             raise DapError(f"attach failed: {resp.get('message')}")
         return init
+
+    def wait_reverse_request(self, command: str, timeout: float | None = None) -> dict:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not any(r["command"] == command for r in self.reverse_requests):
+            if time.monotonic() > deadline:
+                raise DapError(f"timed out waiting for a {command} request")
+            self._dispatch(self._read_message())
+        return next(r for r in self.reverse_requests if r["command"] == command)
 
     def wait_stopped(self, timeout: float | None = None) -> dict:
         return self.wait_event("stopped", timeout)

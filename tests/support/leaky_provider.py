@@ -40,7 +40,9 @@ class LeakyProvider(Provider):
     capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY})
     options = (ProviderOption("leaky_port", ("--leaky-port",), "upstream port", type=int),
                ProviderOption("leaky_fail", ("--leaky-fail",), "fail discovery with an auth error", type=bool,
-                              default=False))
+                              default=False),
+               ProviderOption("leaky_crash", ("--leaky-crash",), "fail discovery with a bug (not a DbgfwdError)",
+                              type=bool, default=False))
     keepalive_interval = 1.0
 
     @classmethod
@@ -57,6 +59,8 @@ class LeakyProvider(Provider):
         logging.getLogger("botocore.credentials").debug("aws_secret_access_key=%s", AWS_SECRET)
         logging.getLogger("paramiko.transport").debug("loading key with passphrase=%s", PASSPHRASE)
         log.info("presigned log URL %s", PRESIGNED)
+        if self.config.opt("leaky_crash"):
+            raise KeyError(f"a bug near {STREAM_URL}")
         if self.config.opt("leaky_fail"):
             raise AuthError(f"token {KUBE_TOKEN!r} rejected by {STREAM_URL}", hint=f"passphrase={PASSPHRASE}")
         port = int(self.config.opt("leaky_port"))
