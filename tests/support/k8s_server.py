@@ -227,6 +227,7 @@ class Pod:
 class Stats:
     portforward: dict = field(default_factory=dict)  # pod -> websockets opened
     exec: dict = field(default_factory=dict)
+    exec_containers: list = field(default_factory=list)  # the container each exec ran in
     pings: int = 0
     violations: list = field(default_factory=list)
 
@@ -300,7 +301,9 @@ class K8sServer:
     def add_pod(self, name: str, namespace: str = "default", labels: dict | None = None,
                 annotations: dict | None = None, env: dict | None = None, command: list[str] | None = None,
                 working_dir: str | None = None, container: str = "main", start: bool = True,
-                owner: tuple[str, str] | None = None) -> Pod:
+                owner: tuple[str, str] | None = None, sidecars: tuple[str, ...] = ()) -> Pod:
+        """`sidecars`: containers listed before the ranks' one (spec only: the pod's processes are the main
+        container's), so the ranks' container is neither the first nor, without the annotation, the default."""
         self.namespaces.add(namespace)
         cont = {"name": container, "image": "python:3.11", "command": command or ["sleep", "infinity"],
                 "env": [{"name": k, "value": str(v)} for k, v in (env or {}).items()]}
@@ -312,8 +315,9 @@ class K8sServer:
         if owner:
             meta["ownerReferences"] = [{"apiVersion": "v1", "kind": owner[0], "name": owner[1],
                                         "uid": str(uuid.uuid4()), "controller": True}]
+        side = [{"name": s, "image": "envoy:1", "command": ["envoy"], "workingDir": "/etc/envoy"} for s in sidecars]
         obj = {"kind": "Pod", "apiVersion": "v1", "metadata": meta,
-               "spec": {"containers": [cont], "nodeName": "node-1"},
+               "spec": {"containers": side + [cont], "nodeName": "node-1"},
                "status": {"phase": "Pending"}}
         pod = Pod(obj)
         self.pods[(namespace, name)] = pod
@@ -324,7 +328,7 @@ class K8sServer:
 
     def start_pod(self, name: str, namespace: str = "default") -> Pod:
         pod = self.pods[(namespace, name)]
-        cont = pod.obj["spec"]["containers"][0]
+        cont = pod.obj["spec"]["containers"][-1]  # the ranks' container (after any sidecars)
         env = {e["name"]: e["value"] for e in cont.get("env", [])}
         pod.runtime = PodRuntime(self.root, name, env, cont["command"], cont.get("workingDir", "/"))
         pod.runtime.start()

@@ -161,6 +161,10 @@ def exec_(handler, pod, multi: dict) -> None:
     wanted = (multi.get("container") or [""])[-1]
     if wanted and wanted not in containers:
         _fail(handler, 400, f"container {wanted} is not valid for pod {pod.name}")
+    if not wanted and len(containers) > 1:  # the API server picks no default; kubectl does, client-side
+        _fail(handler, 400, f"a container name must be specified for pod {pod.name}, choose one of: "
+                            f"[{' '.join(containers)}]")
+    srv.stats.exec_containers.append(wanted or containers[0])
     ws, b64 = _upgrade(handler)
     srv.stats.exec[pod.name] = srv.stats.exec.get(pod.name, 0) + 1
     try:

@@ -102,6 +102,11 @@ def build_targets(pods: Sequence[dict], container: str | None, ranks_per_pod: in
         slot = slots[key]
         node_index = order[key]
         cont = S.container(pod, container) or {}
+        if container and not cont:
+            names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+            raise NotFoundError(f"pod {S.pod_name(pod)} has no container {container!r} (it has: {', '.join(names)})",
+                                hint="name one of them with --container, or leave it out for the pod's default "
+                                     "container")
         work = S.workload_of(pod)
         name = S.pod_name(pod) if slot.key.startswith("pod/") or work is None else f"{work.name}-{slot.label}"
         rank_base = node_index * ranks_per_pod if ranks_per_pod else None

@@ -73,3 +73,74 @@ def test_attach_mnp_job_and_hit_breakpoints_on_every_rank(world, tmp_path):
         assert sess.tokens_used and all(tok not in out for tok in sess.tokens_used)
     assert "Response body" in out  # the SDK's debug logging really was on
     assert "cell-number" not in out and "AAEAAQ" not in out  # StreamUrl query strings
+
+
+def _one_rank_session(world, tmp_path, job, base, program, run_dir, extra_env=None):
+    """attach to a single-node job; returns the Background attach."""
+    env = dict(world.env(), **(extra_env or {}))
+    return cli.Background("attach", "--provider", "batch", job, "--ranks-per-node", "1", "--base-port", str(base),
+                          "--workspace", str(tmp_path), log=tmp_path / "attach.log", env=env)
+
+
+@pytest.mark.timeout(180)
+def test_a_job_still_runnable_at_attach_is_picked_up_when_it_runs_through_its_instance(world, tmp_path):
+    """The EC2-instance route (no awsvpc address: the agent dials the instance's own loopback), and a job
+    that is still RUNNABLE when attach starts: its rank is forwarded once Batch says it runs."""
+    inst, ci = world.instance(localhost="127.0.0.5")
+    job = world.single_job(None, status="RUNNABLE")
+    base = free_base_port()
+    program = write_program(tmp_path)
+    run_dir = tmp_path / "node0" / "run"
+    rank = None
+    bg = _one_rank_session(world, tmp_path, job, base, program, run_dir)
+    try:
+        cli.wait_for(lambda: (tmp_path / ".dbgfwd" / "session.json").exists(), what="session", timeout=60)
+        cli.wait_for(lambda: cli.session(tmp_path)["ranks"][0]["target_status"] == "RUNNABLE",
+                     what="the job seen RUNNABLE", timeout=60)
+        assert world.fake.ops("StartSession") == []  # nothing to reach yet
+        # Batch places it on the instance and starts it; its rank listens on the instance's loopback
+        running = world.fake.jobs[job]
+        running.update(status="RUNNING", startedAt=running["createdAt"] + 1000,
+                       container=world._container(ci, None))
+        rank = start_rank(program, 0, 0, run_dir, base_port=base, extra_args=["--host", "127.0.0.5"])
+        wait_for_markers(run_dir, {0}, procs=[rank])
+        cli.wait_ready(tmp_path, timeout=90, bg=bg)
+        port = cli.launch_ports(tmp_path / ".vscode" / "launch.json")[0]
+        assert debug_round("127.0.0.1", port, str(program), BREAK_LINE, "rank") == "0"
+    finally:
+        code = bg.stop()
+        if rank:
+            rank.stop()
+    assert code == 130, bg.output()[-3000:]
+    started = world.fake.ops("StartSession")
+    assert started and {(s["Target"], s["DocumentName"]) for s in started} == {
+        (inst, "AWS-StartPortForwardingSession")}
+    assert world.agent.violations == []
+
+
+@pytest.mark.timeout(180)
+def test_an_ecs_exec_job_carries_a_debugger_session(world, tmp_path):
+    """The ECS Exec route: the SSM target is the task's container (ecs:CLUSTER_TASK_RUNTIME), found with ECS
+    DescribeTasks; the debugger's whole session goes through it."""
+    job = world.single_job(None, ip="10.0.2.5", exec_=True)
+    target = world.exec_task(job)
+    world.agent.localhost_of[target] = "127.0.0.6"  # the container's own loopback
+    base = free_base_port()
+    program = write_program(tmp_path)
+    run_dir = tmp_path / "task" / "run"
+    rank = start_rank(program, 0, 0, run_dir, base_port=base, extra_args=["--host", "127.0.0.6"])
+    bg = _one_rank_session(world, tmp_path, job, base, program, run_dir,
+                           extra_env={"AWS_ENDPOINT_URL_ECS": world.fake.url})
+    try:
+        wait_for_markers(run_dir, {0}, procs=[rank])
+        cli.wait_ready(tmp_path, timeout=90, bg=bg)
+        port = cli.launch_ports(tmp_path / ".vscode" / "launch.json")[0]
+        assert debug_round("127.0.0.1", port, str(program), BREAK_LINE, "rank") == "0"
+    finally:
+        code = bg.stop()
+        rank.stop()
+    assert code == 130, bg.output()[-3000:]
+    started = world.fake.ops("StartSession")
+    assert started and {(s["Target"], s["DocumentName"]) for s in started} == {
+        (target, "AWS-StartPortForwardingSession")}
+    assert world.agent.violations == []

@@ -286,3 +286,37 @@ def _orphan_sockets() -> int:
             if parts:
                 known.add(parts[column] if column >= 0 else parts[-1])
     return len(mine - known)
+
+
+def test_selector_and_container_choose_the_pods_and_where_the_ranks_run(k8s):
+    """-l picks the pods; --container (else the default-container annotation, else the first container)
+    is where roots, rank env and the exec probe come from. A sidecar comes first in these pods."""
+    from tests.support.ranks import write_program
+
+    program = write_program(k8s_jobs.app_dir(k8s))
+    for i in range(2):
+        k8s.add_pod(f"train-{i}", labels={"app": "train"}, sidecars=("envoy",), working_dir=str(program.parent),
+                    env={"RANK": str(i), "PYTHONPATH": k8s_jobs.REPO},
+                    command=k8s_jobs.ranks_command(program, 1))
+    k8s.add_pod("other-0", labels={"app": "other"}, start=False)
+
+    p = provider(k8s, selector="app=train", container="main")
+    targets = p.discover().targets
+    assert [(t.name, t.detail["container"], t.remote_root) for t in targets] == [
+        ("train-0", "main", str(program.parent)), ("train-1", "main", str(program.parent))]
+    wait_for(lambda: all(len(getattr(p.probe(t), "markers", ())) == 1 for t in targets),
+             what="markers read in container main")
+    assert set(k8s.stats.exec_containers) == {"main"}
+    p.close()
+
+    # no --container: the first container, as kubectl does (so the sidecar's root, and no markers there)
+    (first,) = provider(k8s, "train-0").discover().targets
+    assert (first.detail["container"], first.remote_root) == ("envoy", "/etc/envoy")
+    k8s.pods[("default", "train-1")].obj["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] = "main"
+    (annotated,) = provider(k8s, "train-1").discover().targets
+    assert (annotated.detail["container"], annotated.remote_root) == ("main", str(program.parent))
+
+    with pytest.raises(NotFoundError) as exc:
+        provider(k8s, selector="app=train", container="trainer").discover()
+    assert "has no container 'trainer' (it has: envoy, main)" in exc.value.message
+    assert exc.value.code == ExitCode.NOT_FOUND and "--container" in exc.value.hint
