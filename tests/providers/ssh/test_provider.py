@@ -53,6 +53,19 @@ def test_ranks_per_node_lays_out_ranks_without_markers(lab, provider_for):
         [(0, 5678), (1, 5679), (2, 5680)], [(3, 5678), (4, 5679), (5, 5680)]]
 
 
+def test_hostfile_slots_lay_out_uneven_nodes_in_order(lab, provider_for, tmp_path):
+    """`h2 slots=1`, `deep slots=3` (Open MPI), `h1:2` (MPICH): ranks fill each host's slots in file order,
+    local ranks restart on each host, ports are base + local rank."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("h2 slots=1\ndeep slots=3   # the big node\nh1:2\n")
+    with lab.client.inside():
+        found = provider_for(hostfile=hostfile).discover()
+    assert [(t.name, t.rank_base, [(r.rank, r.local_rank, r.port) for r in t.ranks]) for t in found.targets] == [
+        ("h2", 0, [(0, 0, 5678)]),
+        ("deep", 1, [(1, 0, 5678), (2, 1, 5679), (3, 2, 5680)]),
+        ("h1", 4, [(4, 0, 5678), (5, 1, 5679)])]
+
+
 @pytest.mark.parametrize("name", ["h1", "h2", "hidden"])
 def test_dap_session_through_each_forward(lab, provider_for, name):
     with lab.client.inside():
