@@ -126,6 +126,29 @@ def test_rank_ports_see_connections_only_on_behalf_of_a_client(tmp_path, port_bl
             s.stop()
 
 
+def test_a_connection_that_never_speaks_never_reaches_the_rank(tmp_path, port_block):
+    """Connected and silent (a scanner that holds its connection, a stray `nc`): no upstream is opened for
+    it; once --client-wait passes it is closed, having caused no connection to the rank."""
+    runtime = tmp_path / "run"
+    log = tmp_path / "accepts.log"
+    base = port_block(1)
+    server = EchoServer.start(port=base, rank=0, marker_dir=runtime, accept_log=log)
+    ws, bg = _attach(tmp_path, runtime, base, "--client-wait", "1")
+    try:
+        cli.wait_ready(ws, bg=bg)
+        local = cli.session(ws)["ranks"][0]["local_port"]
+        with socket.create_connection(("127.0.0.1", local), timeout=20) as silent:
+            assert silent.recv(1) == b""  # closed by dbgfwd once the wait is over (a relay would keep it open)
+        assert _accepts(log) == 0
+        with socket.create_connection(("127.0.0.1", local), timeout=20) as c:  # one that speaks is served
+            c.sendall(b"Eping")
+            assert c.recv(4) == b"ping"
+        assert _accepts(log) == 1
+    finally:
+        bg.stop()
+        server.stop()
+
+
 def test_a_debugger_that_hung_up_while_held_never_reaches_the_rank_that_starts_later(tmp_path, port_block):
     """The client sent its `initialize` and gave up while the rank was not up yet: when the rank starts,
     nothing is opened to it on that client's behalf (its bytes are still buffered in our socket; only a
