@@ -96,8 +96,11 @@ class Console:
         self._handler: logging.Handler | None = None
 
     def _configure_streams(self, no_color: bool) -> None:
-        self.out = RichConsole(no_color=no_color, highlight=False, soft_wrap=False)
-        self.err = RichConsole(stderr=True, no_color=no_color, highlight=False)
+        # --no-color / NO_COLOR: no escape sequences at all (rich's no_color alone still writes bold and
+        # dim), so logs and terminals that show them raw stay readable, even under FORCE_COLOR
+        plain = {"no_color": True, "color_system": None} if no_color else {}
+        self.out = RichConsole(highlight=False, soft_wrap=False, **plain)
+        self.err = RichConsole(stderr=True, highlight=False, **plain)
 
     def configure(self, verbosity: int = 0, debug: bool = False, no_color: bool = False) -> None:
         self.verbosity = verbosity

@@ -60,3 +60,15 @@ def test_just_my_code_and_local_root_reach_the_attach_configs(tmp_path):
     assert [c["justMyCode"] for c in mine] == [False, False]
     assert [c["pathMappings"] for c in mine] == [[{"localRoot": "${workspaceFolder}/src", "remoteRoot": "/job"}]] * 2
     assert [c["justMyCode"] for c in configs("--just-my-code")] == [True, True]
+
+
+def test_no_color_and_NO_COLOR_write_no_escape_sequences_even_when_color_is_forced(tmp_path):
+    forced = {"FORCE_COLOR": "1", "NO_COLOR": ""}
+    table = cli.run("ranks", "2", "-w", str(tmp_path), env=forced)
+    error = cli.run("ranks", "0", "-w", str(tmp_path), env=forced)
+    assert "\x1b[" in table.stdout and "\x1b[" in error.stderr  # color really is forced here...
+    for extra, env in ((["--no-color"], forced), ([], dict(forced, NO_COLOR="1"))):
+        for args in (["ranks", "2"], ["ranks", "0"]):  # a table on stdout, an error on stderr
+            res = cli.run(*args, "-w", str(tmp_path), *extra, env=env)
+            assert "\x1b" not in res.stdout + res.stderr, (extra, args, res.stdout + res.stderr)
+            assert res.stdout + res.stderr
