@@ -336,7 +336,7 @@ def _messages(sock: socket.socket):
 
 
 def _fmt(ranks) -> str:
-    from dbgfwd.vscode.generate import format_ranks
+    from dbgfwd.plan.ranksets import format_ranks
 
     return format_ranks(sorted(ranks))
 

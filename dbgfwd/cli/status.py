@@ -11,10 +11,14 @@ from dbgfwd.cli import options as o
 from dbgfwd.ui.console import console
 
 
-def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json) -> None:
+def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json,
+           every_rank: bool = typer.Option(False, "--all", "-a",
+                                           help="a row for every rank even when there are many (above 32, "
+                                                "the default is a line per state and the ranks worth a look)"),
+           ) -> None:
     """Show every rank's target, ports, state and traffic from the running `dbgfwd attach`."""
     from dbgfwd.errors import NoSessionError
-    from dbgfwd.ui.tables import rank_table
+    from dbgfwd.ui.tables import rank_view
     from dbgfwd.workspace import state
 
     ws = o.workspace_of(workspace)
@@ -28,8 +32,8 @@ def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json) -> 
         console.emit_json({**session.data, "stale_for": stale})
     else:
         d = session.data
-        console.print(rank_table([r.row for r in session.ranks],
-                                 title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
+        console.print(rank_view([r.row for r in session.ranks], full=every_rank,
+                                title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))
         if d.get("launch_json_problem"):
             console.warn(str(d["launch_json_problem"]))
     if stale is not None:  # what the table shows is old news: say so, and do not exit 0

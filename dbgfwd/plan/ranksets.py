@@ -8,6 +8,19 @@ from dbgfwd.errors import UsageError
 from dbgfwd.plan.layout import RankSlot
 
 
+def format_ranks(ranks: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (the form `--only` and `dbgfwd wait --ranks` accept)."""
+    out, ordered = [], sorted(set(ranks))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
 def parse_rank_set(text: str) -> frozenset[int]:
     """'0,2-3,8' -> {0, 2, 3, 8}. Raises UsageError naming the bad piece."""
     out: set[int] = set()

@@ -6,7 +6,7 @@ import sys
 import threading
 
 from dbgfwd.ui.console import clean
-from dbgfwd.ui.tables import rank_table
+from dbgfwd.ui.tables import rank_table, rank_view
 
 
 class LiveView:
@@ -40,8 +40,8 @@ class LiveView:
                 while not self._stop.wait(0.25):
                     problems = [Text(f"! {clean(p)}", style="yellow", overflow="fold")
                                 for p in self._engine.problems.values() if p]
-                    live.update(Group(rank_table([r.as_dict() for r in self._engine.snapshot()],
-                                                 title="dbgfwd attach: Ctrl-C to stop"), *problems))
+                    live.update(Group(rank_view([r.as_dict() for r in self._engine.snapshot()],
+                                                title="dbgfwd attach: Ctrl-C to stop"), *problems))
             return
         last: dict = {}
         while True:

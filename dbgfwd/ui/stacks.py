@@ -6,7 +6,7 @@ from rich.text import Text
 
 from dbgfwd.app.stacks import RankStack, StackGroup, group
 from dbgfwd.ui.console import clean
-from dbgfwd.vscode.generate import format_ranks
+from dbgfwd.plan.ranksets import format_ranks
 
 
 def rank_set_text(ranks: tuple[int, ...]) -> str:

@@ -107,3 +107,56 @@ class RankTable:
 def rank_table(rows: Iterable[Mapping], title: str | None = None, show_traffic: bool = True) -> RankTable:
     """`rows` are RankStatus.as_dict() / session.json rank entries."""
     return RankTable(rows, title, show_traffic)
+
+
+SUMMARY_OVER = 32  # more ranks than this: a line per state, then only the ranks worth a look
+SHOWN_ROWS = 16  # at most this many of those in the summary's table
+_STATE_ORDER = ("failed", "reconnecting", "waiting", "planned", "ready", "connected")
+
+
+def _worth_a_look(r: Mapping) -> bool:
+    """A rank with a debugger on it, or one that is not fine (failed, holding clients, waiting with a reason)."""
+    state = r.get("state")
+    return state in ("failed", "reconnecting", "connected") or (state == "waiting" and bool(r.get("reason")))
+
+
+class RankSummary:
+    """Many ranks at a glance: one line per state with its rank ranges, then a table of the ranks worth a
+    look (a debugger on them, or a problem) up to SHOWN_ROWS; `dbgfwd status --all` shows every row."""
+
+    def __init__(self, rows: Iterable[Mapping], title: str | None = None, show_traffic: bool = True):
+        self.rows = [dict(r) for r in rows]
+        self.title = title
+        self.show_traffic = show_traffic
+
+    def __rich_console__(self, console, options):
+        from dbgfwd.plan.ranksets import format_ranks
+
+        if self.title:
+            yield Text(clean(self.title))
+        by_state: dict[str, list[int]] = {}
+        for r in self.rows:
+            by_state.setdefault(str(r.get("state", "")), []).append(int(r["rank"]))
+        order = [s for s in _STATE_ORDER if s in by_state] + sorted(set(by_state) - set(_STATE_ORDER))
+        for state in order:
+            line = Text(f"{clean(state):<13}", style=STATE_STYLES.get(state, ""))
+            line.append(f"{len(by_state[state]):>6}  ranks {format_ranks(by_state[state]).replace(',', ', ')}")
+            line.no_wrap, line.overflow = True, "ellipsis"
+            yield line
+        worth = [r for r in self.rows if _worth_a_look(r)]
+        worth.sort(key=lambda r: (_STATE_ORDER.index(r["state"]) if r.get("state") in _STATE_ORDER else 99,
+                                  int(r["rank"])))
+        if worth:
+            yield RankTable(worth[:SHOWN_ROWS], show_traffic=self.show_traffic)
+        more = len(worth) - SHOWN_ROWS
+        yield Text(f"{len(self.rows)} ranks" + (f"; {more} more worth a look" if more > 0 else "") +
+                   ": every rank with `dbgfwd status --all`", style="dim")
+
+
+def rank_view(rows: Iterable[Mapping], title: str | None = None, show_traffic: bool = True,
+              full: bool = False) -> RankTable | RankSummary:
+    """The whole table for a few ranks (or when `full`), the summary for many."""
+    rows = list(rows)
+    if full or len(rows) <= SUMMARY_OVER:
+        return RankTable(rows, title, show_traffic)
+    return RankSummary(rows, title, show_traffic)

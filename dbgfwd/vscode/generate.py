@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from dbgfwd import envvars, templates
 from dbgfwd.errors import UsageError
+from dbgfwd.plan.ranksets import format_ranks
 from dbgfwd.vscode.model import AttachEntry, LaunchOptions
 
 MARKER_KEY = "dbgfwd"
@@ -44,19 +45,6 @@ def owns_task(value: Any) -> bool:
     options = value.get("options")
     env = options.get("env") if isinstance(options, dict) else None
     return isinstance(env, dict) and TASK_MARKER_ENV in env
-
-
-def format_ranks(ranks: Sequence[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5' (the form `--only` and `dbgfwd wait --ranks` accept)."""
-    out, ordered = [], sorted(set(ranks))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 JOB_NAME = "dbgfwd: job"  # the one config for the whole job; no other name dbgfwd writes says "job"

@@ -9,7 +9,7 @@ from dbgfwd.errors import NotFoundError
 from dbgfwd.plan.layout import DEFAULT_BASE_PORT, PlannedRank, layout
 from dbgfwd.plan.ports import assign_local_ports, default_local_base
 from dbgfwd.plan.ranksets import filter_ranks
-from dbgfwd.vscode.generate import format_ranks
+from dbgfwd.plan.ranksets import format_ranks
 from dbgfwd.vscode.model import AttachEntry
 from dbgfwd.workspace import state
 from dbgfwd.workspace.ports import PortMemory
