@@ -133,7 +133,11 @@ class DbgfwdAttach:
     def wait_ready(self, count: int, timeout: float = 120.0, poll: float = 0.005) -> float:
         """Seconds from start until `count` ranks are ready in session.json."""
         deadline = time.monotonic() + timeout
+        launch = self.workspace / ".vscode" / "launch.json"
+        self.launch_json_s = None  # seconds from start until launch.json first appeared (every rank planned)
         while time.monotonic() < deadline:
+            if self.launch_json_s is None and launch.exists():
+                self.launch_json_s = time.monotonic() - self.started
             s = self.session()
             if s is not None:
                 ready = [r for r in s.get("ranks", []) if r.get("state") in ("ready", "connected")]

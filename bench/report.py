@@ -54,26 +54,46 @@ def targets(results: dict) -> list[dict]:
     add("raw round trip dbgfwd ssh / ssh -L (p50)", ssh.get("rtt_p50"), "<= 1.2x", lambda v: v <= 1.2, "x")
     add("throughput dbgfwd ssh / ssh -L", ssh.get("throughput"), ">= 0.5x", lambda v: v >= 0.5, "x")
     for row in results.get("scale", []):
-        limit = {64: 2.0, 256: 5.0}.get(row["ranks"])
+        limit = {64: 2.0, 256: 5.0, 1024: 3.0}.get(row["ranks"])
         if limit:
             add(f"{row['ranks']} ranks ready (local)", row.get("ready_s"), f"<= {limit:g} s",
                 lambda v, lim=limit: v <= lim, "s")
+        if row["ranks"] >= 1024:
+            add("1024 ranks: launch.json written after start (local)", row.get("launch_json_s"), "<= 1 s",
+                lambda v: v <= 1.0, "s")
+            add("1024 ranks: resident memory when ready", row.get("rss_mb_ready"), "<= 150 MB",
+                lambda v: v <= 150, "MB")
+    for row in results.get("launch_json", []):
+        if row["ranks"] >= 1024:
+            add("launch.json with 1024 ranks written", row["new_s"], "<= 0.3 s", lambda v: v <= 0.3, "s")
+    storm = results.get("storm") or {}
+    if storm:
+        n = storm["ranks"]
+        add(f"attach storm: {n} debuggers stopped (dbgfwd local)", _get(storm, "dbgfwd-local", "all_stopped_s"),
+            "<= 2 s", lambda v: v <= 2.0, "s")
+        add(f"attach storm: {n} debuggers, dbgfwd local / direct", storm.get("ratio"), "<= 1.3x",
+            lambda v: v <= 1.3, "x")
     for name in ("dbgfwd local", "dbgfwd ssh"):
         rec = _get(results["paths"].get(name), "reconnect", "max_s")
         if rec is not None:
             add(f"reconnect after upstream returns ({name}, worst)", rec, "<= 1 s", lambda v: v <= 1.0, "s")
-    idle = next((r["idle"] for r in results.get("scale", []) if r.get("idle") and r["ranks"] >= 256), None)
-    if idle:
-        add("256 idle forwards CPU", idle["cpu_pct"], "< 1 %", lambda v: v < 1.0, "%")
-        add("256 idle forwards RSS", idle["rss_mb"], "< 150 MB", lambda v: v < 150, "MB")
+    idle_row = next((r for r in results.get("scale", []) if r.get("idle") and r["ranks"] >= 256), None)
+    if idle_row:
+        n, idle = idle_row["ranks"], idle_row["idle"]
+        add(f"{n} idle forwards CPU ({idle['seconds']:.0f} s)", idle["cpu_pct"], "< 1 %", lambda v: v < 1.0, "%")
+        add(f"{n} idle forwards RSS", idle["rss_mb"], "< 150 MB", lambda v: v < 150, "MB")
     for name, limit in (("dbgfwd local", 2.0), ("dbgfwd ssh", 3.0), ("dbgfwd kubernetes", 3.0),
                         ("dbgfwd batch/ssm", 3.0)):
         p50s = [_get(results["paths"].get(name), "dap", q, "p50_us") for q in DAP_REQUESTS]
         worst = None if None in p50s else max(p50s) / 1000
         add(f"DAP p50 through {name}, dbgfwd-rank (worst of {'/'.join(DAP_REQUESTS)})", worst,
             f"<= {limit:g} ms", lambda x, lim=limit: x <= lim, "ms")
-    helpt = _get(results.get("cli"), "dbgfwd --help", "median_ms")
-    add("dbgfwd --help", helpt, "< 300 ms", lambda v: v < 300, "ms")
+    cli = results.get("cli") or {}
+    for cmd, limit in (("dbgfwd --help", 150), ("dbgfwd attach --help", 200), ("dbgfwd-rank --help", 100)):
+        add(cmd, _get(cli, cmd, "median_ms"), f"< {limit} ms", lambda v, lim=limit: v < lim, "ms")
+    for cmd in cli:
+        if cmd.startswith("dbgfwd status"):
+            add(cmd, _get(cli, cmd, "median_ms"), "< 200 ms", lambda v: v < 200, "ms")
     return out
 
 
@@ -128,15 +148,29 @@ def print_table(results: dict, console: Console | None = None) -> None:
 
     if results.get("scale"):
         st = Table(title="Attach to all ready (local provider)", title_justify="left")
-        for col in ("ranks", "upstream", "ready s", "threads", "idle CPU % / RSS MB", "socat x N: CPU % / RSS MB"):
+        for col in ("ranks", "upstream", "launch.json s", "ready s", "RSS MB", "threads", "idle CPU % / RSS MB",
+                    "socat x N: CPU % / RSS MB"):
             st.add_column(col, justify="right")
         for row in results["scale"]:
             idle, soc = row.get("idle"), row.get("socat_idle") or {}
-            st.add_row(str(row["ranks"]), row["upstream"], _f(row.get("ready_s"), "{:.2f}"),
+            st.add_row(str(row["ranks"]), row["upstream"], _f(row.get("launch_json_s"), "{:.2f}"),
+                       _f(row.get("ready_s"), "{:.2f}"), _f(row.get("rss_mb_ready")),
                        str(row.get("threads_idle", row.get("threads_ready", ""))),
                        f"{idle['cpu_pct']:.2f} / {idle['rss_mb']:.0f}" if idle else "-",
                        f"{soc['cpu_pct']:.2f} / {soc['rss_mb']:.0f}" if soc.get("rss_mb") is not None else "-")
         console.print(st)
+
+    if results.get("storm"):
+        s = results["storm"]
+        sm = Table(title=f"Attach storm: {s['ranks']} debuggers at once, until all stopped at a breakpoint",
+                   title_justify="left")
+        for col in ("path", "all stopped s", "median s", "stopped", "errors"):
+            sm.add_column(col, justify="left" if col == "path" else "right")
+        for name in ("direct", "dbgfwd-local"):
+            r = s.get(name) or {}
+            sm.add_row(name, _f(r.get("all_stopped_s"), "{:.2f}"), _f(r.get("median_stopped_s"), "{:.2f}"),
+                       f"{r.get('stopped', 0)}/{r.get('debuggers', 0)}", str(len(r.get("errors") or {})))
+        console.print(sm)
 
     if results.get("cli"):
         ct = Table(title="CLI start time (median of runs)", title_justify="left")

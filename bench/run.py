@@ -2,7 +2,7 @@
 
 Measures, in one run, every available forward path (bench/paths.py) against the same upstream
 ranks (a real debugpy rank under dbgfwd-rank, and an echo/sink server), plus attach-to-ready for
-8/64/256 ranks, idle cost of 256 forwards and CLI start time. Prints a table with ratios against
+8/64/256/1024 ranks, idle cost of 1024 forwards, an attach storm of 64 debuggers and CLI start time. Prints a table with ratios against
 the baselines measured in the same run and writes JSON to bench/results/.
 """
 
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bench_stacks, measure, paths, report, scale
+from bench import bench_stacks, measure, paths, report, scale, storm
 from tests.support.echo_server import EchoServer
 from tests.support.ranks import (
     BREAK_LINE,
@@ -37,7 +37,11 @@ def parse_args(argv):
                    help="comma-separated paths to measure (default: all; " +
                         ", ".join(paths.slug(x.name) for x in paths.PATHS) + ")")
     p.add_argument("--skip-scale", action="store_true", help="skip attach-to-ready / idle / --help measurements")
-    p.add_argument("--scale", default=None, help="rank counts for attach-to-ready (default 8,64,256)")
+    p.add_argument("--scale", default=None, help="rank counts for attach-to-ready (default 8,64,256,1024)")
+    p.add_argument("--idle-seconds", type=float, default=None,
+                   help="how long idle forwards are watched at the largest count (default 10, --quick 5)")
+    p.add_argument("--storm", type=int, default=None,
+                   help="debuggers in the attach storm (default 64, --quick 16; 0 skips it)")
     p.add_argument("--out", type=Path, default=None, help="JSON output file (default bench/results/<time>.json)")
     return p.parse_args(argv)
 
@@ -53,6 +57,7 @@ def settings(quick: bool) -> dict:
         "idle_seconds": 5.0 if quick else 10.0,
         "help_runs": 5 if quick else 10,
         "real_ranks_max": 8 if quick else 64,
+        "storm": 16 if quick else 64,
     }
 
 
@@ -267,14 +272,23 @@ def main(argv=None) -> int:
             finally:
                 up.stop()
         if not args.skip_scale:
-            counts = [int(c) for c in (args.scale or "8,64,256").split(",")]
+            counts = [int(c) for c in (args.scale or "8,64,256,1024").split(",")]
             for n in counts:
                 real = n <= cfg["real_ranks_max"]
                 log(f"attach-to-ready: {n} ranks ({'debugpy' if real else 'cheap listeners'})")
-                idle = cfg["idle_seconds"] if n == max(counts) else 0.0
-                results["scale"].append(scale.attach_to_ready(workdir, n, real, idle_seconds=idle))
+                idle = (args.idle_seconds or cfg["idle_seconds"]) if n == max(counts) else 0.0
+                results["scale"].append(scale.attach_to_ready(workdir, n, real, idle_seconds=idle,
+                                                              status_runs=cfg["help_runs"] if n == max(counts) else 0))
+            results["launch_json"] = [scale.launch_json_write(workdir, n) for n in (256, 1024)]
             log("CLI start time")
             results["cli"] = scale.help_time(cfg["help_runs"])
+            status = next((r["status"] for r in results["scale"] if r.get("status")), None)
+            if status:
+                results["cli"][f"dbgfwd status ({max(counts)} ranks)"] = status
+            storm_n = cfg["storm"] if args.storm is None else args.storm
+            if storm_n:
+                log(f"attach storm: {storm_n} debuggers at once")
+                results["storm"] = storm.run(workdir, storm_n, log)
             log("dbgfwd stacks: 4 and 64 ranks")
             results["stacks"] = [bench_stacks.stacks_time(workdir, n) for n in (4, 64)]
     report.add_ratios(results)

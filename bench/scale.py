@@ -70,7 +70,7 @@ class Ranks:
             self.cheap.stop()
 
 
-def attach_to_ready(workdir: Path, count: int, real: bool, idle_seconds: float = 0.0) -> dict:
+def attach_to_ready(workdir: Path, count: int, real: bool, idle_seconds: float = 0.0, status_runs: int = 0) -> dict:
     """Start `dbgfwd attach` against `count` running ranks; time until all are ready in session.json.
 
     With idle_seconds, also samples the attach process's idle CPU and RSS afterwards (and the same
@@ -86,7 +86,11 @@ def attach_to_ready(workdir: Path, count: int, real: bool, idle_seconds: float =
                               ws, workdir / f"attach-scale-{count}.log")
         try:
             out["ready_s"] = attach.wait_ready(count, timeout=300)
+            out["launch_json_s"] = attach.launch_json_s
             out["threads_ready"] = threads_of(attach.proc.pid)
+            out["rss_mb_ready"] = rss_mb(attach.proc.pid)
+            if status_runs:
+                out["status"] = command_time([sys.executable, "-m", "dbgfwd", "status", "-w", str(ws)], status_runs)
             if idle_seconds:
                 time.sleep(2.0)  # let launch.json/session writes settle
                 out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
@@ -145,5 +149,26 @@ def help_time(runs: int) -> dict:
     return {
         "dbgfwd --help": command_time([sys.executable, "-m", "dbgfwd", "--help"], runs),
         "dbgfwd attach --help": command_time([sys.executable, "-m", "dbgfwd", "attach", "--help"], runs),
+        "dbgfwd-rank --help": command_time([sys.executable, "-m", "dbgfwd.rank", "--help"], runs),
         "python -c pass": command_time([sys.executable, "-c", "pass"], runs),
     }
+
+
+def launch_json_write(workdir: Path, count: int, repeats: int = 3) -> dict:
+    """Writing launch.json (and tasks.json) for `count` ranks: into no file, then over dbgfwd's own entries."""
+    from dbgfwd.vscode import AttachEntry, LaunchOptions, update_launch_json
+
+    path = workdir / f"ws-launch-{count}" / ".vscode" / "launch.json"
+    entries = [AttachEntry(r, 20000 + r, f"node{r // 8}", r % 8) for r in range(count)]
+    fresh, again = [], []
+    for _ in range(repeats):
+        if path.exists():
+            path.unlink()
+        t = time.perf_counter()
+        update_launch_json(path, entries, LaunchOptions())
+        fresh.append(time.perf_counter() - t)
+        moved = [AttachEntry(e.rank, e.local_port + 1, e.node, e.local_rank) for e in entries]
+        t = time.perf_counter()
+        update_launch_json(path, moved, LaunchOptions())
+        again.append(time.perf_counter() - t)
+    return {"ranks": count, "new_s": statistics.median(fresh), "update_s": statistics.median(again)}

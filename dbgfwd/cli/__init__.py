@@ -72,6 +72,9 @@ def _root(
 
 
 def _register() -> None:
+    from dbgfwd.cli import fast
+
+    fast.install()
     from dbgfwd.cli import attach, attach_rank, demo, gen_launch, ls, ranks, snippet, stacks, status, wait
 
     for module in (ranks, attach, attach_rank, ls, status, wait, stacks, gen_launch, snippet, demo):
@@ -87,6 +90,8 @@ def _click_classes(name: str) -> tuple[type, ...]:
 
     found = []
     for module in ("typer._click.exceptions", "click.exceptions"):
+        if module == "click.exceptions" and "click" not in sys.modules:
+            continue  # nothing imported click, so nothing can raise its exceptions (and importing it costs ~10 ms)
         try:
             cls = getattr(importlib.import_module(module), name, None)
         except ImportError:

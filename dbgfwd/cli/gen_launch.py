@@ -10,9 +10,6 @@ import typer
 
 from dbgfwd.cli import options as o
 from dbgfwd.ui.console import console
-from dbgfwd.vscode import generate, plan_changes, render_diff, update_launch_json
-from dbgfwd.vscode.plan import PlanRequest, remember_ports
-from dbgfwd.vscode.writer import check_target
 
 HELP = (
     "Write one attach config per rank, a 'dbgfwd: all ranks' compound and its wait task into "
@@ -47,6 +44,9 @@ def gen_launch(
     json_out: bool = typer.Option(False, "--json", help="print the entries as JSON instead of writing"),
 ) -> None:
     from dbgfwd.app import gen_launch as app
+    from dbgfwd.vscode import generate, plan_changes, render_diff, update_launch_json
+    from dbgfwd.vscode.plan import PlanRequest, remember_ports
+    from dbgfwd.vscode.writer import check_target
 
     workspace = o.workspace_of(workspace)
     only_set = o.rank_set(only)

@@ -42,14 +42,12 @@ def provider_option_params() -> list[inspect.Parameter]:
 
     params: list[inspect.Parameter] = []
     seen: dict[str, str] = {}
-    for cls in providers.all_classes():
-        for opt in cls.options:
+    for name, title, options in providers.all_options():
+        for opt in options:
             if opt.key in seen:
-                if seen[opt.key] == cls.name:
-                    continue
                 # Two providers may share an option (same key, e.g. "region"): declare it once.
                 continue
-            seen[opt.key] = cls.name
+            seen[opt.key] = name
             annotation: Any = opt.type
             default = opt.default
             if opt.multiple:
@@ -61,7 +59,7 @@ def provider_option_params() -> list[inspect.Parameter]:
                 opt.key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                 default=typer.Option(default, *opt.flags, help=opt.help, envvar=opt.envvar, metavar=opt.metavar,
                                      min=opt.min, autocompletion=_completer(opt.complete),
-                                     rich_help_panel=cls.title, show_default=opt.type is not bool and default is not None),
+                                     rich_help_panel=title, show_default=opt.type is not bool and default is not None),
             ))
     return params
 

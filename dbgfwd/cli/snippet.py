@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from dbgfwd.cli import options as o
-from dbgfwd.rank import collectives
-from dbgfwd.templates import render_snippet
+
+DEFAULT_TIMEOUT = "2h"  # dbgfwd.rank.collectives.DEFAULT (a test keeps them equal; importing it costs start-up time)
 
 
 def _timeout(text: str):
     try:
+        from dbgfwd.rank import collectives
+
         value = collectives.parse_timeout(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -24,7 +26,7 @@ def snippet(
     wait_rank: int = typer.Option(0, "--wait-rank", min=0, metavar="RANK",
                                   help="this rank waits for a debugger before going on"),
     no_wait: bool = typer.Option(False, "--no-wait", help="no rank waits for a debugger"),
-    collective_timeout: str = typer.Option(collectives.DEFAULT, "--collective-timeout", metavar="DURATION",
+    collective_timeout: str = typer.Option(DEFAULT_TIMEOUT, "--collective-timeout", metavar="DURATION",
                                            help="torch collective timeout while debugging (e.g. 2h, 90m, 3600), "
                                                 "used where dbgfwd is installed in the rank"),
 ) -> None:
@@ -35,6 +37,8 @@ def snippet(
     debugger and, where dbgfwd is installed in the rank, keep torch collectives from timing out
     while a rank is paused.
     """
+    from dbgfwd.templates import render_snippet
+
     typer.echo(render_snippet(base_port, None if no_wait else wait_rank, _timeout(collective_timeout)), nl=False)
 
 

@@ -18,7 +18,6 @@ def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json,
            ) -> None:
     """Show every rank's target, ports, state and traffic from the running `dbgfwd attach`."""
     from dbgfwd.errors import NoSessionError
-    from dbgfwd.ui.tables import rank_view
     from dbgfwd.workspace import state
 
     ws = o.workspace_of(workspace)
@@ -31,6 +30,8 @@ def status(workspace: Optional[Path] = o.Workspace, json_out: bool = o.Json,
     if json_out:
         console.emit_json({**session.data, "stale_for": stale})
     else:
+        from dbgfwd.ui.tables import rank_view
+
         d = session.data
         console.print(rank_view([r.row for r in session.ranks], full=every_rank,
                                 title=f"dbgfwd attach ({d.get('provider')}), pid {session.pid}"))

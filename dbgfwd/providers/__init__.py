@@ -43,6 +43,22 @@ def all_classes() -> "list[type[Provider]]":
     return [load(n) for n in REGISTRY]
 
 
+def all_options() -> "list[tuple[str, str, tuple]]":
+    """(name, title, options) of every provider, for the CLI. Read from `<package>/options.py` beside a
+    provider module named `<package>.provider` (data only), so that building the CLI imports no provider;
+    a provider registered some other way (tests) is loaded for its class attributes."""
+    out = []
+    for name, ref in REGISTRY.items():
+        module = ref.partition(":")[0]
+        if module.endswith(".provider"):
+            light = importlib.import_module(module[: -len("provider")] + "options")
+            out.append((name, light.TITLE, light.OPTIONS))
+        else:
+            cls = load(name)
+            out.append((name, cls.title, cls.options))
+    return out
+
+
 def _reject_foreign_options(cls: "type[Provider]", config) -> None:
     """An option of another provider given with --provider NAME is a mistake (`--provider ssh -l alice`
     meant a login name, not a label selector): say so instead of ignoring it."""

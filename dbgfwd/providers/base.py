@@ -37,6 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
+from dbgfwd.providers.option import ProviderOption  # noqa: F401  (part of the provider interface)
 from dbgfwd.rank.markers import ProbeResult
 
 
@@ -52,25 +53,6 @@ class Capability(enum.Enum):
     REDISCOVERY = "rediscovery"
     # run() executes a shell command where the ranks run (as their user), e.g. for `dbgfwd stacks`.
     EXEC = "exec"
-
-
-@dataclass(frozen=True)
-class ProviderOption:
-    """One provider-specific command-line option of `dbgfwd attach` / `dbgfwd ls`.
-
-    `key` is the name the value is found under in `ProviderConfig.options`.
-    """
-
-    key: str
-    flags: tuple[str, ...]  # e.g. ("-n", "--namespace")
-    help: str
-    type: type = str  # str, int, float, bool (a flag), pathlib.Path
-    default: Any = None
-    multiple: bool = False  # may be repeated; the value is then a tuple
-    envvar: str | None = None
-    metavar: str | None = None
-    min: float | None = None  # smallest accepted value of an int/float option
-    complete: str | None = None  # a completer in dbgfwd.cli.complete for shell completion of the value
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,6 @@ import re
 import sys
 from typing import Any, Iterator
 
-from rich.console import Console as RichConsole
-
 from dbgfwd import envvars
 
 SDK_LOGGERS = ("paramiko", "kubernetes", "urllib3", "botocore", "boto3", "websocket", "s3transfer")
@@ -96,11 +94,28 @@ class Console:
         self._handler: logging.Handler | None = None
 
     def _configure_streams(self, no_color: bool) -> None:
+        self._no_color = no_color
+        self._out = self._err = None  # made on first use: `--help` never loads rich (~25 ms)
+
+    def _rich(self, **kwargs: Any):
+        from rich.console import Console as RichConsole
+
         # --no-color / NO_COLOR: no escape sequences at all (rich's no_color alone still writes bold and
         # dim), so logs and terminals that show them raw stay readable, even under FORCE_COLOR
-        plain = {"no_color": True, "color_system": None} if no_color else {}
-        self.out = RichConsole(highlight=False, soft_wrap=False, **plain)
-        self.err = RichConsole(stderr=True, highlight=False, **plain)
+        plain = {"no_color": True, "color_system": None} if self._no_color else {}
+        return RichConsole(highlight=False, **kwargs, **plain)
+
+    @property
+    def out(self):
+        if self._out is None:
+            self._out = self._rich(soft_wrap=False)
+        return self._out
+
+    @property
+    def err(self):
+        if self._err is None:
+            self._err = self._rich(stderr=True)
+        return self._err
 
     def configure(self, verbosity: int = 0, debug: bool = False, no_color: bool = False) -> None:
         self.verbosity = verbosity

@@ -114,3 +114,10 @@ def test_snippet_raises_torch_collective_timeouts_where_dbgfwd_is_installed(tmp_
 def test_cli_rejects_a_bad_port():
     res = cli.run("snippet", "--base-port", "70000")
     assert res.returncode == 2 and "--base-port" in res.stderr and "65535" in res.stderr
+
+
+def test_the_snippet_commands_default_timeout_is_the_launchers():
+    from dbgfwd.cli.snippet import DEFAULT_TIMEOUT
+    from dbgfwd.rank.collectives import DEFAULT
+
+    assert DEFAULT_TIMEOUT == DEFAULT

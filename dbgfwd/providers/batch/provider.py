@@ -17,8 +17,8 @@ import logging
 import threading
 
 from dbgfwd.errors import AuthError, DbgfwdError, UpstreamError, UsageError
-from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig, ProviderOption,
-                                   Stream, Target)
+from dbgfwd.providers.base import Availability, Capability, Discovery, Provider, ProviderConfig, Stream, Target
+from dbgfwd.providers.batch.options import OPTIONS, TITLE
 
 log = logging.getLogger("dbgfwd.batch")
 
@@ -27,22 +27,11 @@ BACKENDS = ("native", "plugin")
 
 class BatchProvider(Provider):
     name = "batch"
-    title = "AWS Batch (SSM)"
+    title = TITLE
     summary = "ranks of AWS Batch jobs (single, array, multi-node parallel) through SSM Session Manager"
     capabilities = frozenset({Capability.REDISCOVERY})
     keepalive_interval = 60.0
-    options = (
-        ProviderOption("profile", ("--profile",), "AWS profile (as the AWS CLI resolves it, SSO included)",
-                       metavar="NAME", complete="aws_profiles"),
-        ProviderOption("region", ("--region",), "AWS region (default: from the profile / AWS_REGION)",
-                       metavar="REGION"),
-        ProviderOption("queue", ("--queue",), "attach to the active jobs of this AWS Batch job queue",
-                       metavar="QUEUE"),
-        ProviderOption("job_name", ("--job-name",), "with --queue: only jobs whose name matches this "
-                       "shell pattern (e.g. 'train-*')", metavar="PATTERN"),
-        ProviderOption("ssm_backend", ("--ssm-backend",), "SSM client: native (default, built in) or plugin "
-                       "(session-manager-plugin)", metavar="native|plugin"),
-    )
+    options = OPTIONS
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)

@@ -14,8 +14,8 @@ import weakref
 from typing import ClassVar
 
 from dbgfwd.errors import DbgfwdError, ProviderUnavailable, UpstreamError
-from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig, ProviderOption,
-                                   Stream, Target)
+from dbgfwd.providers.base import Availability, Capability, Discovery, Provider, ProviderConfig, Stream, Target
+from dbgfwd.providers.kubernetes.options import OPTIONS, TITLE
 from dbgfwd.rank.markers import ProbeResult, parse_probe_output, probe_command
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
@@ -25,23 +25,11 @@ PORTFORWARD_RBAC = "`get` and `create` on pods/portforward"
 
 class KubernetesProvider(Provider):
     name = "kubernetes"
-    title = "Kubernetes / OpenShift"
+    title = TITLE
     summary = "pods of a job (pytorchjob/NAME, job/NAME, a pod name or prefix) via the API server"
     capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY, Capability.EXEC})
     keepalive_interval: ClassVar[float] = 20.0
-    options = (
-        ProviderOption("namespace", ("-n", "--namespace"), "namespace (OpenShift project) of the pods; "
-                       "default: the kubeconfig context's", metavar="NS", complete="kube_namespaces"),
-        ProviderOption("context", ("--context",), "kubeconfig context to use", metavar="NAME", complete="kube_contexts"),
-        ProviderOption("kubeconfig", ("--kubeconfig",), "kubeconfig file (default: $KUBECONFIG, "
-                       "~/.kube/config)", metavar="PATH"),
-        ProviderOption("selector", ("-l", "--selector"), "label selector for the pods, e.g. app=train",
-                       metavar="SEL"),
-        ProviderOption("container", ("--container",), "container the ranks run in (default: the pod's "
-                       "default container)", metavar="NAME"),
-        ProviderOption("ranks_per_pod", ("--ranks-per-pod",), "ranks per pod (default: read the rank "
-                       "markers through exec)", type=int, metavar="N", min=1),
-    )
+    options = OPTIONS
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)

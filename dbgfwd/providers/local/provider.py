@@ -16,7 +16,8 @@ from pathlib import Path
 
 from dbgfwd.errors import UpstreamError
 from dbgfwd.plan.layout import marker_ranks, of_job
-from dbgfwd.providers.base import Capability, Discovery, Provider, ProviderOption, RankInfo, Stream, Target
+from dbgfwd.providers.base import Capability, Discovery, Provider, RankInfo, Stream, Target
+from dbgfwd.providers.local.options import OPTIONS, TITLE
 from dbgfwd.rank import markers
 
 PORT_SPAN = 64  # how far above the base port plain debugpy listeners are looked for
@@ -24,15 +25,12 @@ PORT_SPAN = 64  # how far above the base port plain debugpy listeners are looked
 
 class LocalProvider(Provider):
     name = "local"
-    title = "Local"
+    title = TITLE
     summary = "ranks on this machine (markers written by dbgfwd-rank, or plain debugpy listeners)"
     capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.SHARES_LOCAL_PORTS,
                               Capability.REDISCOVERY,
                               Capability.EXEC})
-    options = (
-        ProviderOption("runtime_dir", ("--runtime-dir",), "where rank markers are (default "
-                       "$DBGFWD_RUNTIME_DIR or /tmp/dbgfwd-<uid>)", type=Path),
-    )
+    options = OPTIONS
     keepalive_interval = 3600.0
 
     @classmethod

@@ -13,8 +13,8 @@ from pathlib import Path
 import dbgfwd.providers.ssh.targets as targets_mod
 from dbgfwd.errors import BadFileError, DbgfwdError, NotFoundPathError, UnreachableError, UsageError
 from dbgfwd.plan.layout import marker_ranks, node_ranks, of_job
-from dbgfwd.providers.base import (Availability, Capability, Discovery, Provider, ProviderConfig, ProviderOption,
-                                   Stream, Target)
+from dbgfwd.providers.base import Availability, Capability, Discovery, Provider, ProviderConfig, Stream, Target
+from dbgfwd.providers.ssh.options import OPTIONS, TITLE
 from dbgfwd.providers.ssh.targets import HostSpec
 from dbgfwd.rank.markers import ProbeResult, parse_probe_output, probe_command
 
@@ -28,27 +28,10 @@ _MAX_PARALLEL_CONNECTS = 32
 
 class SshProvider(Provider):
     name = "ssh"
-    title = "SSH hosts"
+    title = TITLE
     summary = "ranks on hosts reached with SSH ([user@]host[:port], --hostfile, --nodelist)"
     capabilities = frozenset({Capability.OUT_OF_BAND_READINESS, Capability.REDISCOVERY, Capability.EXEC})
-    options = (
-        ProviderOption("hostfile", ("--hostfile",), "MPI hostfile: one `host slots=N` (or `host:N`) per line",
-                       type=Path, metavar="FILE"),
-        ProviderOption("nodelist", ("--nodelist",),
-                       "Slurm node list like node[01-04,07] (default: $SLURM_JOB_NODELIST when no hosts given)",
-                       metavar="LIST"),
-        ProviderOption("ssh_config", ("--ssh-config",), "ssh config file (default ~/.ssh/config)",
-                       type=Path, metavar="FILE"),
-        ProviderOption("ssh_user", ("--ssh-user",), "login name for hosts that name none (like ssh -l)",
-                       metavar="USER"),
-        ProviderOption("identity", ("--identity",), "private key file to try first (like ssh -i); repeatable",
-                       type=Path, multiple=True, metavar="FILE"),
-        ProviderOption("insecure_accept_new_host_keys", ("--insecure-accept-new-host-keys",),
-                       "accept host keys missing from known_hosts WITHOUT checking them (changed keys are "
-                       "still refused)", type=bool, default=False),
-        ProviderOption("ssh_timeout", ("--ssh-timeout",), "seconds to wait for an SSH connection (default 10)",
-                       type=float, metavar="SECONDS", min=0.1),
-    )
+    options = OPTIONS
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)

@@ -1,0 +1,101 @@
+"""An attach storm: N debuggers attach at once (what a compound of N ranks does in VS Code).
+
+Each debugger does the whole VS Code start: initialize, attach, setBreakpoints, configurationDone, then waits
+for the rank to stop at the breakpoint. The figure is the time from the common start until the last one is
+stopped, through `dbgfwd attach` (local provider) and, in the same run, straight to the ranks' own ports.
+
+    python -m bench.storm [--ranks 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.paths import DbgfwdAttach
+from bench.scale import Ranks, _port_block
+from tests.support.dap import DapClient
+from tests.support.ranks import BREAK_LINE, write_program
+
+
+def storm(endpoints: dict[int, tuple[str, int]], program: str) -> dict:
+    """Every endpoint attached at once; seconds until all are stopped at BREAK_LINE (then all released)."""
+    start = threading.Barrier(len(endpoints) + 1)
+    stopped_at: dict[int, float] = {}
+    errors: dict[int, str] = {}
+    clients: dict[int, DapClient] = {}
+
+    def one(rank: int, host: str, port: int) -> None:
+        start.wait()
+        try:
+            client = DapClient(host, port, timeout=120)
+            clients[rank] = client
+            client.attach({program: [BREAK_LINE]})
+            stopped = client.wait_stopped(120)
+            stopped_at[rank] = time.monotonic()
+            client.continue_(stopped["body"]["threadId"])
+        except Exception as exc:  # a failed debugger is a figure too, not a crash of the bench
+            errors[rank] = f"{type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=one, args=(r, h, p), daemon=True) for r, (h, p) in endpoints.items()]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.monotonic()
+    for t in threads:
+        t.join(180)
+    for client in clients.values():
+        try:
+            client.disconnect()
+        except Exception:
+            pass
+    times = sorted(at - t0 for at in stopped_at.values())
+    return {"debuggers": len(endpoints), "stopped": len(times), "errors": errors,
+            "all_stopped_s": times[-1] if len(times) == len(endpoints) else None,
+            "median_stopped_s": times[len(times) // 2] if times else None}
+
+
+def run(workdir: Path, count: int, log=lambda msg: None) -> dict:
+    base = _port_block(count)
+    log(f"storm: starting {count} debugpy ranks")
+    ranks = Ranks(workdir, count, real=True, base_port=base)
+    program = str(write_program(workdir))
+    out: dict = {"ranks": count}
+    try:
+        direct = {r: ("127.0.0.1", base + r) for r in range(count)}
+        log(f"storm: {count} debuggers straight to the ranks")
+        out["direct"] = storm(direct, program)
+        ws = workdir / "ws-storm"
+        ws.mkdir(exist_ok=True)
+        attach = DbgfwdAttach(["--provider", "local", "--runtime-dir", str(ranks.runtime), "--base-port", str(base),
+                               "--no-job-session"], ws, workdir / "attach-storm.log")
+        try:
+            attach.wait_ready(count, timeout=300)
+            log(f"storm: {count} debuggers through dbgfwd local")
+            out["dbgfwd-local"] = storm(attach.endpoints(), program)
+        finally:
+            attach.stop()
+    finally:
+        ranks.stop()
+    d, f = out["direct"]["all_stopped_s"], out["dbgfwd-local"]["all_stopped_s"]
+    out["ratio"] = (f / d) if d and f else None
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ranks", type=int, default=64)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dbgfwd-storm-") as tmp:
+        result = run(Path(tmp), args.ranks, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

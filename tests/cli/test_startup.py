@@ -1,0 +1,35 @@
+"""What a command's start loads: no provider, no SDK, no pydantic and no rich for `--help`.
+
+(Start-up time itself is a benchmark figure, bench/scale.py, never a timed test.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("pydantic", "rich", "dbgfwd.providers.local.provider", "dbgfwd.providers.ssh.provider",
+         "dbgfwd.providers.kubernetes.provider", "dbgfwd.providers.batch.provider", "dbgfwd.vscode",
+         "paramiko", "kubernetes", "boto3", "botocore", "click")
+
+
+def _loaded_after(*args: str) -> set[str]:
+    code = ("import sys, json\nfrom dbgfwd.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    return set(json.loads(res.stderr.strip().splitlines()[-1]))
+
+
+def test_help_loads_no_provider_sdk_pydantic_or_rich():
+    for args in (["--help"], ["attach", "--help"], ["ls", "--help"]):
+        loaded = _loaded_after(*args)
+        assert not {m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")}, (args, loaded & set(HEAVY))
+
+
+def test_declared_defaults_skip_typers_coercion_but_typed_values_do_not():
+    """`ranks 4` with defaults: no pydantic; a value typed by the user goes through typer's checks."""
+    assert "pydantic" not in _loaded_after("status")
+    res = subprocess.run([sys.executable, "-m", "dbgfwd", "ranks", "2", "--base-port", "0"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and "--base-port" in res.stderr, res.stderr
