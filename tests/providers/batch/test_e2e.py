@@ -82,6 +82,23 @@ def _one_rank_session(world, tmp_path, job, base, program, run_dir, extra_env=No
                           "--workspace", str(tmp_path), log=tmp_path / "attach.log", env=env)
 
 
+def _debug_it(workspace, bg, run_dir, rank, program) -> None:
+    """The rank's marker is there, attach says ready, and a whole debugger session goes through."""
+    wait_for_markers(run_dir, {0}, procs=[rank])
+    cli.wait_ready(workspace, timeout=90, bg=bg)
+    port = cli.launch_ports(workspace / ".vscode" / "launch.json")[0]
+    assert debug_round("127.0.0.1", port, str(program), BREAK_LINE, "rank") == "0"
+
+
+def _one_route(world, bg, code: int, ssm_target: str) -> None:
+    """attach stopped cleanly, and every SSM session went to `ssm_target` with the plain port document."""
+    assert code == 130, bg.output()[-3000:]
+    started = world.fake.ops("StartSession")
+    assert started and {(s["Target"], s["DocumentName"]) for s in started} == {
+        (ssm_target, "AWS-StartPortForwardingSession")}
+    assert world.agent.violations == []
+
+
 @pytest.mark.timeout(180)
 def test_a_job_still_runnable_at_attach_is_picked_up_when_it_runs_through_its_instance(world, tmp_path):
     """The EC2-instance route (no awsvpc address: the agent dials the instance's own loopback), and a job
@@ -103,19 +120,12 @@ def test_a_job_still_runnable_at_attach_is_picked_up_when_it_runs_through_its_in
         running.update(status="RUNNING", startedAt=running["createdAt"] + 1000,
                        container=world._container(ci, None))
         rank = start_rank(program, 0, 0, run_dir, base_port=base, extra_args=["--host", "127.0.0.5"])
-        wait_for_markers(run_dir, {0}, procs=[rank])
-        cli.wait_ready(tmp_path, timeout=90, bg=bg)
-        port = cli.launch_ports(tmp_path / ".vscode" / "launch.json")[0]
-        assert debug_round("127.0.0.1", port, str(program), BREAK_LINE, "rank") == "0"
+        _debug_it(tmp_path, bg, run_dir, rank, program)
     finally:
         code = bg.stop()
         if rank:
             rank.stop()
-    assert code == 130, bg.output()[-3000:]
-    started = world.fake.ops("StartSession")
-    assert started and {(s["Target"], s["DocumentName"]) for s in started} == {
-        (inst, "AWS-StartPortForwardingSession")}
-    assert world.agent.violations == []
+    _one_route(world, bg, code, inst)
 
 
 @pytest.mark.timeout(180)
@@ -132,15 +142,8 @@ def test_an_ecs_exec_job_carries_a_debugger_session(world, tmp_path):
     bg = _one_rank_session(world, tmp_path, job, base, program, run_dir,
                            extra_env={"AWS_ENDPOINT_URL_ECS": world.fake.url})
     try:
-        wait_for_markers(run_dir, {0}, procs=[rank])
-        cli.wait_ready(tmp_path, timeout=90, bg=bg)
-        port = cli.launch_ports(tmp_path / ".vscode" / "launch.json")[0]
-        assert debug_round("127.0.0.1", port, str(program), BREAK_LINE, "rank") == "0"
+        _debug_it(tmp_path, bg, run_dir, rank, program)
     finally:
         code = bg.stop()
         rank.stop()
-    assert code == 130, bg.output()[-3000:]
-    started = world.fake.ops("StartSession")
-    assert started and {(s["Target"], s["DocumentName"]) for s in started} == {
-        (target, "AWS-StartPortForwardingSession")}
-    assert world.agent.violations == []
+    _one_route(world, bg, code, target)
