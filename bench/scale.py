@@ -159,6 +159,7 @@ def launch_json_write(workdir: Path, count: int, repeats: int = 3) -> dict:
     from dbgfwd.vscode import AttachEntry, LaunchOptions, update_launch_json
 
     path = workdir / f"ws-launch-{count}" / ".vscode" / "launch.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     entries = [AttachEntry(r, 20000 + r, f"node{r // 8}", r % 8) for r in range(count)]
     fresh, again = [], []
     for _ in range(repeats):

@@ -239,7 +239,11 @@ class JobSession:
 
     # ---- announcing ----
     def _announce_loop(self) -> None:
+        seen = None
         while not self._stop.wait(POLL):
+            version = getattr(self.engine, "version", None)
+            if version is not None and version == seen:
+                continue  # no rank changed state since the last look (a snapshot of 1024 ranks, 5 times a second)
             try:
                 ranks = {r.planned.rank: r for r in self.engine.snapshot()}
             except Exception as exc:  # never let a bad snapshot end the job session
@@ -256,6 +260,7 @@ class JobSession:
             for rank, st in ranks.items():
                 if st.state in (RankState.READY, RankState.CONNECTED):
                     self._down_since.pop(rank, None)
+            seen = version
 
     def _announce(self, client: _Client, ranks: dict[int, RankStatus]) -> list[int]:
         with self._announce_lock:

@@ -106,5 +106,10 @@ class Engine:
         with self.table.lock:
             return list(self.table.targets.values())
 
+    @property
+    def version(self) -> int:
+        """Moves on every change of a rank's state, plan or reason (see RankTable.state_changed)."""
+        return self.table.version
+
     def snapshot(self) -> list[RankStatus]:
         return self.table.snapshot()

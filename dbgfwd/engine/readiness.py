@@ -85,6 +85,14 @@ class Readiness:
     def _fold(self, results: dict, oob: bool) -> tuple[bool, list]:
         """Readiness of every rank from the probes' results. (anything changed, entries to wake)."""
         changed, wake = False, []
+        # each probed target's markers of this job, by rank: one pass, not one per rank (1024 ranks on a node)
+        by_rank: dict[str, dict[int, list]] = {}
+        for key, res in results.items():
+            if res is not None:
+                index: dict[int, list] = {}
+                for m in of_job(res.markers, self.planning.plan.base_port):
+                    index.setdefault(m.rank, []).append(m)
+                by_rank[key] = index
         with self.table.lock:
             self.table.probe_results.update({k: v for k, v in results.items() if v is not None})
             for r in self.table.ranks.values():
@@ -103,9 +111,7 @@ class Readiness:
                 elif t.key in results:
                     res = results[t.key]
                     if res is not None:
-                        for m in of_job(res.markers, self.planning.plan.base_port):
-                            if m.rank != r.planned.rank:
-                                continue
+                        for m in by_rank[t.key].get(r.planned.rank, ()):
                             ident = (t.key, m.hostname, m.pid, m.started)
                             if ident != r.upstream:  # a new process behind this rank (restart, new pod)
                                 r.upstream = ident

@@ -78,6 +78,7 @@ class RankTable:
         self.targets: dict[str, Target] = {}
         self.probe_results: dict[str, object] = {}  # target key -> last ProbeResult
         self.wake = threading.Condition()  # waiting clients sleep on it between upstream attempts
+        self.version = 0  # bumped by every state_changed()
         self._on_state_change = on_state_change
 
     def entries(self) -> list[RankEntry]:
@@ -105,6 +106,7 @@ class RankTable:
         self.state_changed()
 
     def state_changed(self) -> None:
+        self.version += 1  # readers that poll (the live view) look again only when this moved
         if self._on_state_change:
             self._on_state_change()
 

@@ -17,6 +17,7 @@ user's uid owns it (the socket tables say whose each socket is).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -222,7 +223,11 @@ class ProbeResult:
     uid: int | None = None  # the probing user (the ranks' user); None: unknown, ownership not checked
 
     def is_listening(self, port: int) -> bool:
-        return any(p == port for _, p in self.listening)
+        return port in self._listening_ports
+
+    @functools.cached_property
+    def _listening_ports(self) -> frozenset[int]:  # one set per probe, not a scan per rank (1024 ranks)
+        return frozenset(p for _, p in self.listening)
 
     def port_ready(self, port: int) -> bool:
         """Ready = the user's own process listens on the port (when we could see sockets), else a live marker

@@ -44,7 +44,14 @@ class LiveView:
                                                 title="dbgfwd attach: Ctrl-C to stop"), *problems))
             return
         last: dict = {}
+        seen = None
         while True:
+            version = self._engine.version
+            if version == seen:  # nothing changed: no snapshot of every rank (costly at 1024 ranks, twice a second)
+                if self._stop.wait(0.5):
+                    break
+                continue
+            seen = version
             for r in self._engine.snapshot():
                 key = (r.state, r.planned.local_port, r.planned.remote_port, r.target_name)
                 if last.get(r.planned.rank) != key:

@@ -8,6 +8,7 @@ described by names, never by tokens or URLs with credentials.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -188,12 +189,19 @@ def attach_running(workspace: Path) -> int | None | bool:
         os.close(fd)
 
 
-def _redacted(value: Any) -> Any:
-    """Provider messages and target details land here: pass every string through the log redaction."""
+@functools.lru_cache(maxsize=16384)
+def _redact(text: str) -> str:
+    # session.json is rewritten every few seconds with the same names and reasons for every rank: redact
+    # each distinct string once (a dozen regexes over 1024 ranks' fields was most of an idle attach's CPU)
     from dbgfwd.ui.console import redact
 
+    return redact(text)
+
+
+def _redacted(value: Any) -> Any:
+    """Provider messages and target details land here: pass every string through the log redaction."""
     if isinstance(value, str):
-        return redact(value)
+        return _redact(value)
     if isinstance(value, dict):
         return {k: _redacted(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
