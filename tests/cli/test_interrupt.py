@@ -37,6 +37,14 @@ class SilentServer:
             self.conns.append(conn)
 
     def close(self) -> None:
+        # shutdown wakes the thread blocked in accept (close alone does not, on Linux); only once it is gone is
+        # the listening socket's descriptor closed, so that no later socket can reuse a number it still uses
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "the silent server's accept loop did not end"
         self.sock.close()
         for c in self.conns:
             c.close()
