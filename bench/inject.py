@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ def one(n: int, use_torch: bool) -> dict:
     from dbgfwd.app.inject import LocalStager
     from dbgfwd.app.inject import InjectOptions
     from dbgfwd.app.options import AttachOptions
+    from tests.support.procinfo import kill_group
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -76,11 +76,7 @@ def one(n: int, use_torch: bool) -> dict:
             wall = time.monotonic() - began
         finally:
             for p in procs:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(30)
+                kill_group(p, 30)
     ranks = report["ranks"]
     took = sorted(r["took"] for r in ranks if r.get("took") is not None)
     return {"ranks": n, "torch": use_torch, "wall_s": round(wall, 2),

@@ -23,9 +23,9 @@ import pytest
 from dbgfwd.rank import markers
 from dbgfwd.ui.console import clean
 from dbgfwd.ui.tables import rank_table
-from tests.support import require
-from tests.support import cli
+from tests.support import cli, require
 from tests.support.echo_server import EchoServer
+from tests.support.procinfo import kill_group
 
 OTHER = "dbgfwd-other"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -55,13 +55,6 @@ def as_other(code: str, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, cwd="/", start_new_session=True)
 
 
-def kill(p: subprocess.Popen) -> None:
-    """runuser and the other user's process under it."""
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p.wait(10)
 
 
 SQUATTER = """
@@ -125,7 +118,7 @@ def test_a_runtime_dir_another_user_made_is_refused_by_attach_and_by_the_launche
         assert rank.stderr.strip().splitlines()[-1].startswith("dbgfwd-rank: error: runtime directory")
         assert "Traceback" not in rank.stderr
     finally:
-        kill(squatter)
+        kill_group(squatter)
 
 
 def test_markers_are_trusted_only_as_the_users_own_regular_small_files(other, tmp_path):
@@ -196,7 +189,7 @@ def test_a_port_another_user_listens_on_is_not_a_ready_rank_and_is_never_connect
         assert f"held by uid {other[0]}" in json.dumps(cli.session(ws))
     finally:
         assert bg.stop() == 130, bg.output()
-        kill(squatter)
+        kill_group(squatter)
         accepted = squatter.stdout.read()
     assert "accepted" not in accepted
 
@@ -321,7 +314,7 @@ def test_a_session_whose_pid_now_belongs_to_someone_else_is_not_running(other, t
             assert res.returncode == 10, res.stderr
         lock.release()
     finally:
-        kill(squatter)
+        kill_group(squatter)
 
 
 HOSTILE = "pod\x1b]0;owned\x07-0\x1b[2J [link=https://evil.example]click[/link] [fe80::1] [/]"

@@ -41,13 +41,13 @@ def provider_option_params() -> list[inspect.Parameter]:
     from dbgfwd import providers
 
     params: list[inspect.Parameter] = []
-    seen: dict[str, str] = {}
-    for name, title, options in providers.all_options():
+    seen: set[str] = set()
+    for _name, title, options in providers.all_options():
         for opt in options:
             if opt.key in seen:
                 # Two providers may share an option (same key, e.g. "region"): declare it once.
                 continue
-            seen[opt.key] = name
+            seen.add(opt.key)
             annotation: Any = opt.type
             default = opt.default
             if opt.multiple:

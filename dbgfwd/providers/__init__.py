@@ -63,13 +63,13 @@ def _reject_foreign_options(cls: "type[Provider]", config) -> None:
     """An option of another provider given with --provider NAME is a mistake (`--provider ssh -l alice`
     meant a login name, not a label selector): say so instead of ignoring it."""
     own = {o.key for o in cls.options}
-    for other in all_classes():
-        if other is cls:
+    for other, _title, options in all_options():  # the options alone: no other provider is loaded for this
+        if other == cls.name:
             continue
-        for opt in other.options:
+        for opt in options:
             if opt.key in own or config.options.get(opt.key) in (None, (), False):
                 continue
-            raise UsageError(f"{'/'.join(opt.flags)} is an option of the {other.name} provider; the {cls.name} "
+            raise UsageError(f"{'/'.join(opt.flags)} is an option of the {other} provider; the {cls.name} "
                              "provider does not use it",
                              hint=f"drop it, or see `dbgfwd attach --help` for the {cls.name} options")
 

@@ -17,9 +17,8 @@ from typing import Any
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _LITERALS = {"true": True, "false": False, "null": None}
 _WS = " \t\r\n\ufeff"
-
-
 _PLAIN_STRING = re.compile(r'"([^"\\\r\n]*)"')  # a string without escapes or line breaks
+
 
 class JsoncError(Exception):
     """The text is not JSONC. `line` and `column` are 1-based (column counts characters)."""

@@ -21,7 +21,8 @@ import pytest
 from dbgfwd.app.inject import rank_bundle
 from dbgfwd.rank import inject, markers
 from tests.support.dap import DapClient
-from tests.test_shared_machine import OTHER, SYSTEM_PYTHON, kill, other  # noqa: F401  (the second user fixture)
+from tests.support.procinfo import kill_group
+from tests.test_shared_machine import OTHER, SYSTEM_PYTHON, other  # noqa: F401  (the second user fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -72,11 +73,7 @@ def job(tmp_path):
     start.runtime = runtime
     yield start
     for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(10)
+        kill_group(p)
 
 
 def _bundle(tmp_path: Path) -> str:
@@ -288,7 +285,7 @@ def test_another_users_rank_is_never_touched(tmp_path, port_block, other):  # no
         assert seen["reason"].startswith(f"belongs to uid {other[0]}, not to you"), seen
         assert victim.poll() is None
     finally:
-        kill(victim)
+        kill_group(victim)
 
 
 # The other user runs both sides: a rank that made itself non-dumpable (as hardened programs do), and the
@@ -328,7 +325,7 @@ def test_ptrace_refused_on_a_non_dumpable_process_is_said(tmp_path, port_block, 
         assert "SYS_PTRACE" in out["forced"]
         assert victim.poll() is None
     finally:
-        kill(victim)
+        kill_group(victim)
 
 
 def test_the_rank_bundle_holds_only_what_runs_in_a_rank():

@@ -1,8 +1,10 @@
-"""What a process holds, read from /proc (never by connecting to anything)."""
+"""What a process holds, read from /proc (never by connecting to anything); and ending a process group."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 from dbgfwd.rank import markers
@@ -76,3 +78,12 @@ def owners_of_listener(port: int) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def kill_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGKILL the process group `proc` leads (started with start_new_session) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout)

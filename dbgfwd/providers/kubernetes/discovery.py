@@ -103,7 +103,7 @@ def build_targets(pods: Sequence[dict], container: str | None, ranks_per_pod: in
         node_index = order[key]
         cont = S.container(pod, container) or {}
         if container and not cont:
-            names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+            names = [c.get("name") for c in S.pod_containers(pod)]
             raise NotFoundError(f"pod {S.pod_name(pod)} has no container {container!r} (it has: {', '.join(names)})",
                                 hint="name one of them with --container, or leave it out for the pod's default "
                                      "container")

@@ -122,9 +122,13 @@ def _int(value: Any) -> int | None:
     return out if out >= 0 else None
 
 
+def pod_containers(pod: Pod) -> list[Mapping[str, Any]]:
+    return (pod.get("spec") or {}).get("containers") or []
+
+
 def container(pod: Pod, wanted: str | None) -> Mapping[str, Any] | None:
     """The container ranks run in: --container, the default-container annotation, else the first."""
-    containers = (pod.get("spec") or {}).get("containers") or []
+    containers = pod_containers(pod)
     name = wanted or annotations(pod).get(DEFAULT_CONTAINER)
     if name:
         for c in containers:

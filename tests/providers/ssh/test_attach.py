@@ -18,6 +18,7 @@ from tests.providers.ssh.conftest import ROOT
 from tests.providers.ssh.helpers import config_with
 from tests.support import cli
 from tests.support.dap import DapClient, debug_round
+from tests.support.procinfo import kill_group
 from tests.support.ranks import BREAK_LINE
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
@@ -244,11 +245,7 @@ def test_inject_into_ranks_started_without_dbgfwd_on_two_hosts(lab, tmp_path):
         if run is not None:
             assert run.stop() == 130, run.output()[-3000:]
         for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(10)
+            kill_group(p)
     # Each host's reaper (it looks every 2 s) removes the bundle, and the markers written for the ranks, once the
     # ranks are gone.
     deadline = time.monotonic() + 40
