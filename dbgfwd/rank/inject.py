@@ -513,9 +513,11 @@ def _gdb_outcome(out: str) -> int:
 
 def _main_thread_blocked(pid: int) -> bool | None:
     """True when the main thread sits in a system call (a safe place to enter), False when it runs, None: gone."""
+    if not markers.pid_alive(pid):
+        return None
     raw = _read(f"/proc/{pid}/syscall", 256)
     if raw is None:
-        return None if not os.path.exists(f"/proc/{pid}") else False
+        return False
     first = raw.split()[:1]
     return bool(first) and first[0] not in (b"running", b"-1")
 
@@ -526,7 +528,7 @@ def _wait_file(path: str, pid: int, seconds: float) -> bool:
     while True:
         if os.path.exists(path):
             return True
-        if not os.path.exists(f"/proc/{pid}") or time.monotonic() >= deadline:
+        if not markers.pid_alive(pid) or time.monotonic() >= deadline:
             return os.path.exists(path)
         time.sleep(0.02)
 
@@ -580,7 +582,7 @@ def deliver(rank: Rank, request: dict, workdir: str, gdb: str | None, timeout: f
         rank.state, rank.reason = "pending", (f"queued, not run within {timeout:g}s: the main thread is busy in "
                                               "native code; debugpy starts when it next runs Python")
     except _GdbFailed as exc:
-        gone = not os.path.exists(f"/proc/{rank.pid}")
+        gone = not markers.pid_alive(rank.pid)
         rank.state, rank.reason = "failed", "the process exited during injection" if gone else str(exc)
     except (OSError, subprocess.SubprocessError) as exc:
         rank.state, rank.reason = "failed", f"cannot run the injector: {exc}"
@@ -593,11 +595,11 @@ def collect(rank: Rank, workdir: str, deadline: float) -> None:
     raw = None
     while True:
         raw = _read(result_path, 1 << 20)
-        if raw or not os.path.exists(f"/proc/{rank.pid}") or time.monotonic() >= deadline:
+        if raw or not markers.pid_alive(rank.pid) or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
     if not raw:
-        if not os.path.exists(f"/proc/{rank.pid}"):
+        if not markers.pid_alive(rank.pid):
             rank.state, rank.reason = "failed", "the process exited during injection"
         else:
             rank.state, rank.reason = "failed", "started, but debugpy did not come up in time (see the job's output)"

@@ -164,8 +164,16 @@ def new_marker(rank: int, local_rank: int, port: int, host: str, world_size: int
                   main_thread=threading.main_thread().ident if stack else None)
 
 
-def _pid_alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+def pid_alive(pid: int) -> bool:
+    """The process runs: it exists and is not a zombie (killed, not yet reaped by its parent; its /proc entry
+    stays until then, but it will never run or answer again)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat_line = fh.read(512)
+    except OSError:
+        return False
+    fields = stat_line.rsplit(b")", 1)[-1].split()
+    return not fields or fields[0] not in (b"Z", b"X")
 
 
 def read_marker_file(path: Path) -> Marker | None:
@@ -205,7 +213,7 @@ def read_markers(directory: Path | None = None, include_dead: bool = False) -> l
         return []
     for path in paths:
         marker = read_marker_file(path)
-        if marker is not None and (include_dead or _pid_alive(marker.pid)):
+        if marker is not None and (include_dead or pid_alive(marker.pid)):
             out.append(marker)
     return sorted(out, key=lambda m: (m.rank, m.local_rank))
 

@@ -251,6 +251,27 @@ def test_a_process_that_exits_during_injection_is_reported(tmp_path, job, port_b
     assert (rank["state"], rank["reason"]) == ("failed", "the process exited during injection"), rank
 
 
+def test_a_rank_killed_but_not_yet_reaped_while_gdb_runs_is_reported_as_exited(tmp_path, job, port_block,
+                                                                                 monkeypatch):
+    """The interleaving CI met: the rank dies while gdb is in it, gdb reports some other failure ("Target 'None'
+    cannot support this command."), and the dead rank is a zombie its parent has not reaped yet, so its /proc
+    entry is still there. It must still be said as an exit, not as gdb's error."""
+    proc = job(BLOCKED, 0, 0, stdin=subprocess.PIPE)
+    _wait_started(proc)
+
+    def gdb_while_the_rank_dies(gdb, pid, script, workdir, timeout):
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while b") Z " not in Path(f"/proc/{pid}/stat").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert os.path.exists(f"/proc/{pid}")  # a zombie: killed, not reaped (the test is its parent)
+        return "Target 'None' cannot support this command.\n"
+
+    monkeypatch.setattr(inject, "_run_gdb", gdb_while_the_rank_dies)
+    (rank,) = inject.run(_request(tmp_path, port_block(4), str(tmp_path / "prog.py")))["ranks"]
+    assert (rank["state"], rank["reason"]) == ("failed", "the process exited during injection"), rank
+
+
 # ---- another user ----
 
 def _as_other(code: str, *args: str, env: dict | None = None) -> subprocess.Popen:

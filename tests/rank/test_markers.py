@@ -37,3 +37,22 @@ def test_proc_net_tcp_parsing():
     assert markers.parse_proc_net_tcp(text) == {("127.0.0.1", 5678), ("::1", 5680)}
     result = markers.parse_probe_output("--dbgfwd-tcp--\n" + text + "--dbgfwd-end--\n")
     assert result.port_ready(5678) and not result.port_ready(5679) and result.port_ready(5680)
+
+
+def test_a_zombie_is_not_alive():
+    """Killed and not yet reaped: its /proc entry stays, but it will never run again (nor its debugpy)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        assert markers.pid_alive(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while b") Z " not in open(f"/proc/{proc.pid}/stat", "rb").read() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert os.path.exists(f"/proc/{proc.pid}") and not markers.pid_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not markers.pid_alive(proc.pid)
