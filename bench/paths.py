@@ -254,6 +254,21 @@ class DbgfwdSsh(BenchPath):
                                      env.workdir / "attach-ssh.log", env.ranks, prefix=env.prefix)
 
 
+class DbgfwdSshOpenssh(DbgfwdSsh):
+    """The same, through `--ssh-backend openssh`: the ssh client's ControlMaster, one `ssh -W` per stream."""
+
+    name = "dbgfwd ssh openssh"
+
+    @contextlib.contextmanager
+    def open(self, env):
+        ws = env.workdir / "ws-ssh-openssh"
+        ws.mkdir(exist_ok=True)
+        yield from _attach_endpoints(["--provider", "ssh", "--ssh-backend", "openssh", "--ssh-config",
+                                      str(env.ssh_config), "--base-port", str(env.base_port), "--no-launch-json",
+                                      env.host], ws, env.workdir / "attach-ssh-openssh.log", env.ranks,
+                                     prefix=env.prefix)
+
+
 class DbgfwdKubernetes(BenchPath):
     """`dbgfwd attach --provider kubernetes POD` against the test apiserver (tests/support/k8s_server.py).
 
@@ -333,7 +348,7 @@ def wait_listening(ports: list[int], timeout: float = 30.0, proc: subprocess.Pop
 
 
 PATHS: list[BenchPath] = [
-    Direct(), Socat(), DbgfwdLocal(), SshL(), DbgfwdSsh(),
+    Direct(), Socat(), DbgfwdLocal(), SshL(), DbgfwdSsh(), DbgfwdSshOpenssh(),
     DbgfwdKubernetes(), DbgfwdBatch(),
 ]
 

@@ -82,7 +82,8 @@ def handshake(exc: Exception, hop: HostSettings) -> DbgfwdError:
         return AuthError(
             f"ssh: authentication as {hop.user!r} to {hop.label} failed (tried {tried})",
             hint="load your key with `ssh-add`, set IdentityFile/User for the host in ~/.ssh/config, "
-                 "or pass --identity / --ssh-user")
+                 "or pass --identity / --ssh-user; for two-factor, Kerberos or FIDO logins use "
+                 "--ssh-backend openssh")
     if isinstance(exc, paramiko.SSHException) and "authentication methods available" in str(exc):
         return AuthError(
             f"ssh: no usable key to log in to {hop.label} as {hop.user!r} (no ssh-agent keys, no key files found)",

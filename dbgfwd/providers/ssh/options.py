@@ -22,6 +22,10 @@ OPTIONS = (
     ProviderOption("insecure_accept_new_host_keys", ("--insecure-accept-new-host-keys",),
                    "accept host keys missing from known_hosts WITHOUT checking them (changed keys are "
                    "still refused)", type=bool, default=False),
+    ProviderOption("ssh_backend", ("--ssh-backend",),
+                   "paramiko (default: built in) or openssh: your own `ssh` and its config, for two-factor "
+                   "logins, Kerberos, FIDO keys, ProxyCommand, Match exec, or a ControlMaster you opened",
+                   metavar="BACKEND"),
     ProviderOption("ssh_timeout", ("--ssh-timeout",), "seconds to wait for an SSH connection (default 10)",
                    type=float, metavar="SECONDS", min=0.1),
 )

@@ -24,6 +24,7 @@ PROBE_TIMEOUT = 10.0
 # discover() right after a probe() of the same host reuses its result instead of running another.
 _PROBE_REUSE = 1.0
 _MAX_PARALLEL_CONNECTS = 32
+BACKENDS = ("paramiko", "openssh")
 
 
 class SshProvider(Provider):
@@ -40,6 +41,11 @@ class SshProvider(Provider):
             if not Path(key).expanduser().is_file():
                 raise NotFoundPathError(f"--identity {key}: no such key file",
                                         hint="give the path of your private key (as for ssh -i)")
+        self._backend = str(config.opt("ssh_backend", "paramiko") or "paramiko").lower()
+        if self._backend not in BACKENDS:
+            raise UsageError(f"--ssh-backend {self._backend}: unknown backend",
+                             hint=f"use one of: {', '.join(BACKENDS)}")
+        self._control_dir: str | None = None
         self._settings = None  # resolved lazily: reading ssh config can fail, and that is discover()'s job
         self._conns: dict = {}
         self._conns_lock = threading.Lock()
@@ -67,7 +73,9 @@ class SshProvider(Provider):
         from dbgfwd.providers.ssh.settings import Defaults, resolve_all
 
         with self._conns_lock:
-            if self._settings is None:
+            if self._settings is None and self._backend == "openssh":
+                self._openssh_connections()
+            elif self._settings is None:
                 opt = self.config.opt
                 defaults = Defaults(
                     config_path=str(opt("ssh_config")) if opt("ssh_config") else None,
@@ -85,6 +93,27 @@ class SshProvider(Provider):
                 # The engine's keepalive cadence follows the tightest ServerAliveInterval.
                 self.keepalive_interval = min(s.alive_interval for s in self._settings)
             return self._conns
+
+    def _openssh_connections(self) -> None:
+        from dbgfwd.providers.ssh import openssh
+
+        ssh = openssh.ssh_binary()
+        opt = self.config.opt
+        resolved = [openssh.resolve(spec, config_path=str(opt("ssh_config")) if opt("ssh_config") else None,
+                                    user=opt("ssh_user"), identity_files=tuple(str(p) for p in opt("identity", ())),
+                                    accept_new_host_keys=bool(opt("insecure_accept_new_host_keys", False)),
+                                    connect_timeout=opt("ssh_timeout"), ssh=ssh)
+                    for spec in self._specs]
+        if opt("insecure_accept_new_host_keys", False):
+            _warn("--insecure-accept-new-host-keys: host keys missing from known_hosts are "
+                  "accepted without verification; anyone on the path can impersonate those hosts")
+        self._control_dir = openssh.control_dir()
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+        for index, (spec, settings) in enumerate(zip(self._specs, resolved)):
+            self._conns[spec.key] = openssh.OpenSshConnection(spec.key, settings, self._control_dir, index, ssh,
+                                                              interactive=interactive, warn=_warn)
+        self._settings = resolved
+        self.keepalive_interval = min(s.alive_interval for s in resolved)
 
     def connection(self, target: Target):
         return self._connections()[target.key]
@@ -177,6 +206,10 @@ class SshProvider(Provider):
     def close(self) -> None:
         for conn in list(self._conns.values()):
             conn.close()
+        if self._control_dir:
+            import shutil
+
+            shutil.rmtree(self._control_dir, ignore_errors=True)
 
 
 def _warn(text: str) -> None:

@@ -120,7 +120,8 @@ def resolve(spec: HostSpec, config, defaults: Defaults, _depth: int = 0) -> Host
         # Refused with or without ProxyJump: ignoring it would send the connection straight to a host that is
         # only reachable through the proxy, and the user would get "cannot resolve" instead of the reason.
         raise UsageError(f"{spec.host}: ProxyCommand is not supported, only ProxyJump",
-                         hint="replace `ProxyCommand ssh -W %h:%p jump` with `ProxyJump jump`")
+                         hint="replace `ProxyCommand ssh -W %h:%p jump` with `ProxyJump jump`, or use "
+                              "--ssh-backend openssh (your own ssh runs it)")
     jump_text = entry.get("proxyjump")
     if not jump_text or jump_text.lower() == "none":
         return settings

@@ -136,6 +136,50 @@ def test_link_cut_while_idle(lab, attached):
     assert dap(lab, ports[2]) == "2"
 
 
+def test_the_openssh_backend_end_to_end(lab, tmp_path):
+    """`--ssh-backend openssh`: the user's ssh carries every rank; a silent link cut ends h2's master, the
+    forwards wait and come back through a new one, and Ctrl-C leaves no ssh process behind."""
+    config = config_with(lab, tmp_path / "ssh_config", {
+        "node1": (lab.hosts["h1"], FAST_FAILOVER), "node2": (lab.hosts["h2"], FAST_FAILOVER)})
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    run = Attach(lab, workspace, "node1", "node2", "--ssh-config", str(config), "--ssh-backend", "openssh")
+    try:
+        cli.wait_ready(workspace, timeout=60, bg=run)
+        ports = cli.launch_ports(workspace / ".vscode" / "launch.json")
+        assert sorted(ports) == [0, 1, 2, 3]
+        for rank, port in sorted(ports.items()):
+            assert dap(lab, port) == str(rank)
+        assert _ours(), "no ssh of dbgfwd's running"
+        h2 = lab.hosts["h2"]
+        h2.cut()
+        try:
+            cli.wait_for(lambda: not target_running(workspace, "node2"), timeout=30, what="node2 seen down")
+            assert dap(lab, ports[1]) == "1"
+        finally:
+            h2.restore()
+        cli.wait_for(lambda: target_running(workspace, "node2"), timeout=60, what="node2 back")
+        assert dap(lab, ports[3]) == "3"
+    finally:
+        code = run.stop()
+        print(run.output()[-3000:])
+    assert code == 130
+    assert _ours() == []
+
+
+def _ours() -> list[int]:
+    """ssh processes dbgfwd started (they name its private control directory) and still running."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"ssh" and any(b"/dbgfwd-ssh-" in a for a in argv):
+            out.append(int(pid))
+    return out
+
+
 def test_a_30s_link_cut_keeps_a_stopped_debugger_and_the_ranks_debugpy(lab, tmp_path):
     """The most common real fault: the laptop loses its network for 30 s while the user sits at a
     breakpoint, with a request in flight. The keepalive allows ~45 s (OpenSSH's defaults, 15 s x 3): the
