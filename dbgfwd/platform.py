@@ -59,6 +59,30 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def process_running(pid: int) -> bool:
+    """`pid` exists and is not a zombie (killed, not yet reaped by its parent: its /proc entry stays until
+    then, but it will never run or answer again). Outside Linux a zombie counts as running."""
+    if LINUX:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat_line = fh.read(512)
+        except OSError:
+            return False
+        fields = stat_line.rsplit(b")", 1)[-1].split()
+        return not fields or fields[0] not in (b"Z", b"X")
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: it exists
+    except OSError:
+        return False
+    return True
+
+
 def try_lock(fd: int, exclusive: bool = True) -> bool:
     """Take an advisory lock on open file `fd` without waiting: True if taken, False if another process
     holds it. The lock dies with the process that holds it (flock on POSIX, a byte-range lock on Windows)."""

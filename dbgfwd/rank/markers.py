@@ -165,15 +165,10 @@ def new_marker(rank: int, local_rank: int, port: int, host: str, world_size: int
 
 
 def pid_alive(pid: int) -> bool:
-    """The process runs: it exists and is not a zombie (killed, not yet reaped by its parent; its /proc entry
-    stays until then, but it will never run or answer again)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat_line = fh.read(512)
-    except OSError:
-        return False
-    fields = stat_line.rsplit(b")", 1)[-1].split()
-    return not fields or fields[0] not in (b"Z", b"X")
+    """The process runs (a zombie does not; see platform.process_running)."""
+    from dbgfwd.platform import process_running
+
+    return process_running(pid)
 
 
 def read_marker_file(path: Path) -> Marker | None:
@@ -202,19 +197,46 @@ def read_marker_file(path: Path) -> Marker | None:
 def read_markers(directory: Path | None = None, include_dead: bool = False) -> list[Marker]:
     """Markers in `directory` (default: this user's runtime dir) whose process is alive.
 
-    UntrustedPathError when the directory is not the user's own (see check_runtime_dir)."""
+    UntrustedPathError when the directory is not the user's own (see check_runtime_dir).
+    Markers are written by rename only, so a directory that did not change since the last read holds the
+    same markers: they are read again only when it changed (an idle attach of 1024 ranks re-read 1024 files
+    every few seconds). Whether each one's process lives is checked on every call."""
     directory = Path(directory or runtime_dir())
     if not check_runtime_dir(directory):
         return []
-    out = []
+    key, found = _dir_key(directory), None
+    cached = _MARKER_CACHE.get(str(directory))
+    if key is not None and cached is not None and cached[0] == key:
+        found = cached[1]
+    if found is None:
+        found = _scan_markers(directory)
+        # A change within the file system's timestamp granularity of the scan could leave the directory's
+        # times as they were: trust them only once the directory has been quiet for a while.
+        if key is not None and time.time() - key[1] / 1e9 > _QUIET_SECONDS:
+            _MARKER_CACHE[str(directory)] = (key, found)
+        else:
+            _MARKER_CACHE.pop(str(directory), None)
+    return [m for m in found if include_dead or pid_alive(m.pid)]
+
+
+_MARKER_CACHE: dict[str, tuple[tuple, list[Marker]]] = {}
+_QUIET_SECONDS = 2.0
+
+
+def _dir_key(directory: Path) -> tuple | None:
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_size)
+
+
+def _scan_markers(directory: Path) -> list[Marker]:
     try:
         paths = sorted(directory.glob(MARKER_GLOB))
     except OSError:
         return []
-    for path in paths:
-        marker = read_marker_file(path)
-        if marker is not None and (include_dead or pid_alive(marker.pid)):
-            out.append(marker)
+    out = [m for m in map(read_marker_file, paths) if m is not None]
     return sorted(out, key=lambda m: (m.rank, m.local_rank))
 
 

@@ -56,3 +56,48 @@ def test_a_zombie_is_not_alive():
         proc.kill()
         proc.wait()
     assert not markers.pid_alive(proc.pid)
+
+
+def test_outside_linux_a_marker_s_process_is_looked_up_without_proc(monkeypatch):
+    """macOS has no /proc: a live rank must still count as alive there (before, every marker was dead)."""
+    from dbgfwd import platform
+
+    monkeypatch.setattr(platform, "LINUX", False)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(a[0])))
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        assert markers.pid_alive(proc.pid) and markers.pid_alive(os.getpid())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not markers.pid_alive(proc.pid)
+
+
+def test_an_unchanged_marker_folder_is_not_read_again(tmp_path, monkeypatch):
+    """Markers change only by rename, which changes the folder: while the folder stays as it was, the markers
+    parsed last time are reused (their processes' liveness is still checked every time)."""
+    monkeypatch.setattr(markers, "_QUIET_SECONDS", 0.0)
+    a = markers.new_marker(0, 0, 5678, "127.0.0.1", 2, "torchrun", ["t.py"])
+    path = markers.write_marker(a, tmp_path)
+    assert markers.read_markers(tmp_path) == [a]
+    # An in-place edit (dbgfwd never makes one) leaves the folder as it was: the cached marker is used.
+    path.write_text(path.read_text().replace('"port": 5678', '"port": 5999'))
+    assert markers.read_markers(tmp_path) == [a]
+    b = markers.Marker(rank=1, local_rank=1, port=5679, pid=os.getppid())  # a live process of another pid
+    markers.write_marker(b, tmp_path)  # a rename: the folder changed, everything is read again
+    assert [(m.rank, m.port) for m in markers.read_markers(tmp_path)] == [(0, 5999), (1, 5679)]
+    dead = markers.Marker(rank=2, local_rank=0, port=1, pid=2 ** 22 + 4321)
+    markers.write_marker(dead, tmp_path)
+    assert [m.rank for m in markers.read_markers(tmp_path)] == [0, 1]
+    assert [m.rank for m in markers.read_markers(tmp_path, include_dead=True)] == [0, 1, 2]
+
+
+def test_a_folder_that_just_changed_is_read_every_time(tmp_path, monkeypatch):
+    """A change within the timestamps' granularity of the last read could leave the folder's times unchanged:
+    until the folder has been quiet for a while, nothing is reused."""
+    monkeypatch.setattr(markers, "_QUIET_SECONDS", 3600.0)
+    a = markers.new_marker(0, 0, 5678, "127.0.0.1", 1, "torchrun", ["t.py"])
+    path = markers.write_marker(a, tmp_path)
+    assert markers.read_markers(tmp_path) == [a]
+    path.write_text(path.read_text().replace('"port": 5678', '"port": 5999'))
+    assert [m.port for m in markers.read_markers(tmp_path)] == [5999]
