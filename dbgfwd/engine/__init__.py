@@ -111,5 +111,10 @@ class Engine:
         """Moves on every change of a rank's state, plan or reason (see RankTable.state_changed)."""
         return self.table.version
 
+    def relaying(self) -> bool:
+        """Some debugger connection is open (its byte counts move without a state change)."""
+        with self.table.lock:
+            return any(r.relays for r in self.table.ranks.values())
+
     def snapshot(self) -> list[RankStatus]:
         return self.table.snapshot()

@@ -30,7 +30,7 @@ PORTS_FILE = "ports.json"
 LOCK_FILE = "attach.lock"
 SESSION_VERSION = 1
 READY_STATES = ("ready", "connected")
-HEARTBEAT = 5.0  # attach rewrites session.json at least this often
+HEARTBEAT = 5.0  # attach rewrites (or, unchanged, touches) session.json at least this often
 STALE_AFTER = 20.0  # a session file older than this belongs to an attach that is stopped or hung
 
 
@@ -216,6 +216,20 @@ def write_session(workspace: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(session_path(workspace), json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
+def touch_session(workspace: Path) -> bool:
+    """Mark session.json fresh without rewriting it (nothing in it changed). False when it is gone or is
+    not a plain file of ours: the caller then writes it in full."""
+    path = session_path(workspace)
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            return False
+        os.utime(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
 def remove_session(workspace: Path) -> None:
     try:
         session_path(workspace).unlink()
@@ -265,6 +279,7 @@ def _rank_record(path: Path, index: int, item: Any) -> SessionRank:
 class Session:
     data: dict[str, Any]
     path: Path
+    mtime: float | None = None  # when the attach last marked the file fresh (an unchanged state is touched)
 
     @property
     def pid(self) -> int:
@@ -299,7 +314,7 @@ class Session:
         updated = self.data.get("updated")
         if not isinstance(updated, (int, float)):
             return None
-        age = time.time() - updated
+        age = time.time() - max(updated, self.mtime or 0.0)
         return age if age > STALE_AFTER else None
 
     @property
@@ -316,6 +331,7 @@ def read_session(workspace: Path) -> Session | None:
     to another dbgfwd process and may be from another version."""
     path = session_path(workspace)
     try:
+        mtime = os.stat(path).st_mtime
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
@@ -329,4 +345,4 @@ def read_session(workspace: Path) -> Session | None:
     if not isinstance(data, dict):
         raise BadFileError(path, "is not a dbgfwd session file (not an object)",
                            hint="stop any running attach and delete it")
-    return Session(data, path)
+    return Session(data, path, mtime)

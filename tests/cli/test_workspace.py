@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import time
 
 
 from dbgfwd.errors import ExitCode
@@ -121,8 +123,14 @@ def test_removing_the_state_folder_mid_session_is_repaired_at_once(tmp_path, por
     bg = _attach(ws, "--base-port", str(port_block(2)), log=tmp_path / "attach.log")
     try:
         cli.wait_for(lambda: cli.run("status", "--workspace", str(ws)).returncode == 0, 30, "status")
-        first = cli.session(ws)["updated"]  # the heartbeat: refreshed with nothing changing
-        cli.wait_for(lambda: cli.session(ws)["updated"] > first, state.HEARTBEAT + 5, "a heartbeat")
+        # The heartbeat: with nothing changing the file is touched, not rewritten (1024 ranks' worth of JSON
+        # every 5 s was most of an idle attach's CPU).
+        path = state.session_path(ws)
+        time.sleep(1)  # the start's writes are behind us: the two ranks wait for ranks that never come
+        text, first = path.read_text(), path.stat().st_mtime
+        cli.wait_for(lambda: path.stat().st_mtime > first, state.HEARTBEAT + 5, "a heartbeat")
+        assert path.read_text() == text
+        assert state.read_session(ws).stale_for is None
         shutil.rmtree(ws / ".dbgfwd")
         # back within a second or two, with no state change needed; still this attach's
         cli.wait_for(lambda: cli.run("status", "--workspace", str(ws)).returncode == 0, 5, "status again")
@@ -145,6 +153,9 @@ def test_a_session_that_stopped_being_refreshed_is_not_reported_healthy(tmp_path
         data = json.loads(path.read_text())
         data["updated"] -= state.STALE_AFTER + 10
         path.write_text(json.dumps(data))
+        res = cli.run("status", "--workspace", str(tmp_path))
+        assert res.returncode == 0, res.stderr  # touched since: the heartbeat of an unchanged state
+        os.utime(path, (data["updated"], data["updated"]))
         res = cli.run("status", "--workspace", str(tmp_path))
         assert res.returncode == ExitCode.NO_SESSION and "has not updated its state" in res.stderr, res.stderr
         assert "127.0.0.1:40000" in res.stdout  # the last known table is still shown
