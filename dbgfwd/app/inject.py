@@ -38,7 +38,7 @@ from dbgfwd.ui.console import Console
 log = logging.getLogger("dbgfwd.inject")
 
 # What of dbgfwd runs inside a rank (dbgfwd.rank and what it imports): standard library only.
-RANK_MODULES = ("__init__.py", "envvars.py", "errors.py", "fsutil.py", "rank")
+RANK_MODULES = ("__init__.py", "envvars.py", "errors.py", "fsutil.py", "platform.py", "rank")
 SKIP_SUFFIXES = (".pyc", ".pyo", ".dll", ".exe", ".pdb", ".dylib", ".lib")
 AGENT_TIMEOUT = 30.0  # seconds each rank may take to be injected (gdb, then debugpy starting in the rank)
 

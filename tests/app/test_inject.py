@@ -175,3 +175,29 @@ def test_no_rank_process_exits_3_and_none_injectable_exits_12(tmp_path, port_blo
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_rank_bundle_holds_every_dbgfwd_module_its_code_imports(tmp_path):
+    """The injector runs from the bundle alone on the rank's machine: every `dbgfwd.*` import in it, the
+    lazy ones inside functions included, must be in it (a lazy import of dbgfwd.platform was not, and the
+    injector failed on every remote host)."""
+    import ast
+    import io
+    import tarfile
+
+    from dbgfwd.app.inject import rank_bundle
+
+    with tarfile.open(fileobj=io.BytesIO(rank_bundle()), mode="r:gz") as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    shipped = {name[:-3].replace("/", ".").removesuffix(".__init__") for name in files if name.endswith(".py")}
+    missing = set()
+    for name, source in files.items():
+        if not name.endswith(".py"):
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dbgfwd"):
+                if node.module not in shipped:
+                    missing.add((name, node.module))
+            elif isinstance(node, ast.Import):
+                missing |= {(name, a.name) for a in node.names if a.name.startswith("dbgfwd") and a.name not in shipped}
+    assert not missing, sorted(missing)
