@@ -21,6 +21,9 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
+_CLOSE_WAIT = 0.5  # seconds close() gives a send in progress, and its own close frame
+
+
 class WebSocketError(OSError):
     """The websocket failed or was closed (by either side)."""
 
@@ -129,13 +132,22 @@ class WebSocket:
         return op, payload
 
     def close(self) -> None:
-        with self._send_lock:
-            if not self.closed:
-                self.closed = True
-                try:
-                    self._sock.sendall(encode_frame(OP_CLOSE, struct.pack(">H", 1000)))
-                except OSError:
-                    pass
+        """Say goodbye when the socket can take it, and end the connection within a second either way: a
+        peer that stopped reading leaves a sender blocked in sendall holding the send lock (the close
+        frame is skipped then, and the shutdown below wakes that sender with an error)."""
+        if self._send_lock.acquire(timeout=_CLOSE_WAIT):
+            try:
+                if not self.closed:
+                    self.closed = True
+                    try:
+                        self._sock.settimeout(_CLOSE_WAIT)  # the close frame must not wait on a full buffer
+                        self._sock.sendall(encode_frame(OP_CLOSE, struct.pack(">H", 1000)))
+                    except OSError:
+                        pass
+            finally:
+                self._send_lock.release()
+        else:
+            self.closed = True
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
