@@ -19,6 +19,15 @@ from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_
 
 
 def echo_server():
+    """Echoes every connection, reading all the time whatever the writing back does.
+
+    An echo that stops reading while its write back is blocked closes a cycle no client can break: the agent's
+    reader blocks writing to it, so the agent reads neither data nor acks from the client, so its own output
+    window never opens, so the echo's write back never completes. The real agent writes to its target the
+    same blocking way. Two full runs on 2026-11-30 met that deadlock in the 50 MB test; a debug adapter never
+    echoes megabytes while not reading."""
+    import queue
+
     srv = socket.create_server(("127.0.0.1", 0))
 
     def run():
@@ -27,11 +36,26 @@ def echo_server():
                 c, _ = srv.accept()
             except OSError:
                 return
+            backlog: queue.SimpleQueue = queue.SimpleQueue()
 
-            def handle(c=c):
-                with c:
-                    while (d := c.recv(65536)):
+            def write_back(c=c, backlog=backlog):
+                while (d := backlog.get()):
+                    try:
                         c.sendall(d)
+                    except OSError:
+                        return
+
+            def handle(c=c, backlog=backlog):
+                writer = threading.Thread(target=write_back, daemon=True)
+                writer.start()
+                try:
+                    while (d := c.recv(65536)):
+                        backlog.put(d)
+                except OSError:
+                    pass
+                backlog.put(b"")
+                writer.join(60)
+                c.close()
             threading.Thread(target=handle, daemon=True).start()
     threading.Thread(target=run, daemon=True).start()
     return srv
