@@ -79,6 +79,7 @@ class RankTable:
         self.probe_results: dict[str, object] = {}  # target key -> last ProbeResult
         self.wake = threading.Condition()  # waiting clients sleep on it between upstream attempts
         self.version = 0  # bumped by every state_changed()
+        self._version_lock = threading.Lock()
         self._on_state_change = on_state_change
 
     def entries(self) -> list[RankEntry]:
@@ -106,7 +107,11 @@ class RankTable:
         self.state_changed()
 
     def state_changed(self) -> None:
-        self.version += 1  # readers that poll (the live view) look again only when this moved
+        # Readers that poll (the live view, the job session, session.json's heartbeat) look again only when
+        # this moved. Bumped under a lock: two threads reading the same old value would store one increment,
+        # and a change made between them would never be looked at.
+        with self._version_lock:
+            self.version += 1
         if self._on_state_change:
             self._on_state_change()
 
