@@ -150,7 +150,8 @@ def test_the_openssh_backend_end_to_end(lab, tmp_path):
         assert sorted(ports) == [0, 1, 2, 3]
         for rank, port in sorted(ports.items()):
             assert dap(lab, port) == str(rank)
-        assert _ours(), "no ssh of dbgfwd's running"
+        started = _ours(run.proc.pid)
+        assert started, "no ssh of dbgfwd's running"
         h2 = lab.hosts["h2"]
         h2.cut()
         try:
@@ -160,22 +161,26 @@ def test_the_openssh_backend_end_to_end(lab, tmp_path):
             h2.restore()
         cli.wait_for(lambda: target_running(workspace, "node2"), timeout=60, what="node2 back")
         assert dap(lab, ports[3]) == "3"
+        started += _ours(run.proc.pid)  # node2's new master
     finally:
         code = run.stop()
         print(run.output()[-3000:])
     assert code == 130
-    assert _ours() == []
+    from dbgfwd.rank.markers import pid_alive
+
+    assert not [pid for pid in started if pid_alive(pid)]  # every ssh it started has ended
 
 
-def _ours() -> list[int]:
-    """ssh processes dbgfwd started (they name its private control directory) and still running."""
+def _ours(attach_pid: int) -> list[int]:
+    """The ssh processes this attach started (its children running `ssh`)."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            status = open(f"/proc/{pid}/status").read()
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == b"ssh" and any(b"/dbgfwd-ssh-" in a for a in argv):
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("Name", "").strip() == "ssh" and fields.get("PPid", "").strip() == str(attach_pid):
             out.append(int(pid))
     return out
 
