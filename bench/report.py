@@ -7,7 +7,7 @@ from rich.table import Table
 
 # dbgfwd path -> the baselines it is compared with (first = the one the targets name)
 BASELINES = {"dbgfwd local": ("direct", "socat"), "dbgfwd ssh": ("ssh -L", "direct"),
-             "dbgfwd kubernetes": ("direct",), "dbgfwd batch/ssm": ("direct",)}
+             "dbgfwd ssh openssh": ("ssh -L",), "dbgfwd kubernetes": ("direct",), "dbgfwd batch/ssm": ("direct",)}
 
 
 def _get(d, *keys):
@@ -48,11 +48,15 @@ def targets(results: dict) -> list[dict]:
         out.append({"target": what, "value": value, "limit": limit, "met": None if value is None else ok(value),
                     "unit": unit})
 
-    ssh = results.get("ratios", {}).get("dbgfwd ssh / ssh -L", {})
-    add("DAP round trip dbgfwd ssh / ssh -L (threads p50)", ssh.get("dap_threads_p50"), "<= 1.2x",
-        lambda v: v <= 1.2, "x")
-    add("raw round trip dbgfwd ssh / ssh -L (p50)", ssh.get("rtt_p50"), "<= 1.2x", lambda v: v <= 1.2, "x")
-    add("throughput dbgfwd ssh / ssh -L", ssh.get("throughput"), ">= 0.5x", lambda v: v >= 0.5, "x")
+    for path in ("dbgfwd ssh", "dbgfwd ssh openssh"):  # both SSH backends against the same run's ssh -L
+        ssh = results.get("ratios", {}).get(f"{path} / ssh -L")
+        if ssh is None and path != "dbgfwd ssh":
+            continue
+        ssh = ssh or {}
+        add(f"DAP round trip {path} / ssh -L (threads p50)", ssh.get("dap_threads_p50"), "<= 1.2x",
+            lambda v: v <= 1.2, "x")
+        add(f"raw round trip {path} / ssh -L (p50)", ssh.get("rtt_p50"), "<= 1.2x", lambda v: v <= 1.2, "x")
+        add(f"throughput {path} / ssh -L", ssh.get("throughput"), ">= 0.5x", lambda v: v >= 0.5, "x")
     for row in results.get("scale", []):
         limit = {64: 2.0, 256: 5.0, 1024: 3.0}.get(row["ranks"])
         if limit:
@@ -73,7 +77,7 @@ def targets(results: dict) -> list[dict]:
             "<= 2 s", lambda v: v <= 2.0, "s")
         add(f"attach storm: {n} debuggers, dbgfwd local / direct", storm.get("ratio"), "<= 1.3x",
             lambda v: v <= 1.3, "x")
-    for name in ("dbgfwd local", "dbgfwd ssh"):
+    for name in ("dbgfwd local", "dbgfwd ssh", "dbgfwd ssh openssh"):
         rec = _get(results["paths"].get(name), "reconnect", "max_s")
         if rec is not None:
             add(f"reconnect after upstream returns ({name}, worst)", rec, "<= 1 s", lambda v: v <= 1.0, "s")
@@ -82,8 +86,8 @@ def targets(results: dict) -> list[dict]:
         n, idle = idle_row["ranks"], idle_row["idle"]
         add(f"{n} idle forwards CPU ({idle['seconds']:.0f} s)", idle["cpu_pct"], "< 1 %", lambda v: v < 1.0, "%")
         add(f"{n} idle forwards RSS", idle["rss_mb"], "< 150 MB", lambda v: v < 150, "MB")
-    for name, limit in (("dbgfwd local", 2.0), ("dbgfwd ssh", 3.0), ("dbgfwd kubernetes", 3.0),
-                        ("dbgfwd batch/ssm", 3.0)):
+    for name, limit in (("dbgfwd local", 2.0), ("dbgfwd ssh", 3.0), ("dbgfwd ssh openssh", 3.0),
+                        ("dbgfwd kubernetes", 3.0), ("dbgfwd batch/ssm", 3.0)):
         p50s = [_get(results["paths"].get(name), "dap", q, "p50_us") for q in DAP_REQUESTS]
         worst = None if None in p50s else max(p50s) / 1000
         add(f"DAP p50 through {name}, dbgfwd-rank (worst of {'/'.join(DAP_REQUESTS)})", worst,
