@@ -59,6 +59,14 @@ def _echo_transfer(port: int, data: bytes, timeout: float = 30.0) -> bytes:
                 got += chunk
         except OSError:
             pass
+        # The forward ended the stream: stop sending, as a debugger that sees its connection end does. The
+        # sender may be blocked on a zero window the closed peer keeps advertising (its FIN_WAIT2 remnant
+        # answers probes with the last window it had): waiting it out cost 30 s in ~1 of 5 runs, and the
+        # `first client settled` wait timed out once when that landed on a held-client round.
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         t.join(timeout)
         return bytes(got)
 
