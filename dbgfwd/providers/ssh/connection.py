@@ -16,6 +16,7 @@ from typing import Callable
 
 from dbgfwd.errors import DbgfwdError, UnreachableError, UpstreamError
 from dbgfwd.providers.ssh import failures
+from dbgfwd.providers.ssh.reconnect import Reconnecting
 from dbgfwd.providers.ssh.settings import HostSettings
 
 log = logging.getLogger("dbgfwd.ssh")
@@ -23,24 +24,18 @@ log = logging.getLogger("dbgfwd.ssh")
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 # Channel windows: paramiko's defaults (2 MiB window, 32 KiB packets) are fine for DAP traffic.
 _EXEC_OUTPUT_LIMIT = 8 << 20
-_RETRY_CAP_UNREACHABLE = 4.0
-_RETRY_CAP_REFUSED = 60.0
 
 
-class HostConnection:
+class HostConnection(Reconnecting):
     """The SSH transport of one host. Thread-safe; reconnects lazily after the transport died."""
 
     def __init__(self, key: str, settings: HostSettings, warn: Callable[[str], None] | None = None):
+        super().__init__()
         self.key = key  # the host spec as the user typed it (Target.key)
         self.settings = settings
         self._warn = warn or log.warning
-        self._lock = threading.Lock()
         self._clients: list = []  # paramiko SSHClients: jump hops first, this host last
         self._transport = None
-        self._failure: tuple[float, DbgfwdError] | None = None
-        self._closed = threading.Event()
-        self.connects = 0  # successful connects so far (1 = never reconnected)
-        self.failures = 0  # failed connects since the last success
 
     # ---- connection management ----
 
@@ -49,47 +44,21 @@ class HostConnection:
         t = self._transport
         return t is not None and t.is_active()
 
-    @property
-    def last_error(self) -> DbgfwdError | None:
-        return None if self._failure is None else self._failure[1]
-
     def transport(self, timeout: float | None = None):
         """The live transport, connecting first if there is none. Raises DbgfwdError subclasses."""
+        return self._ensure(timeout, self._live, self._new_transport)
+
+    def _live(self):
         t = self._transport
-        if t is not None and t.is_active():
-            return t
-        if self._closed.is_set():
-            raise UpstreamError(f"ssh connection to {self.settings.alias} is closed", retryable=False)
-        timeout = self.settings.connect_timeout if timeout is None else timeout
-        asked = time.monotonic()
-        if not self._lock.acquire(timeout=max(timeout, 0.1)):
-            raise UnreachableError(f"ssh: still connecting to {self.settings.label}",
-                                   hint="the host is slow to answer; dbgfwd keeps trying")
-        try:
-            t = self._transport
-            if t is not None and t.is_active():
-                return t
-            # Another thread failed while we waited for the lock: share its answer, don't stampede.
-            if self._failure is not None and self._failure[0] >= asked:
-                raise self._failure[1]
-            self._teardown()
-            try:
-                self._clients = self._connect(timeout)
-            except DbgfwdError as exc:
-                self._failure = (time.monotonic(), exc)
-                self.failures += 1
-                raise
-            self._failure = None
-            self.failures = 0
-            self._transport = self._clients[-1].get_transport()
-            self.connects += 1
-            if self.connects > 1:
-                log.info("ssh: reconnected to %s", self.settings.alias)
-            threading.Thread(target=self._watchdog, args=(self._transport,), daemon=True,
-                             name=f"dbgfwd-ssh-alive-{self.settings.alias}").start()
-            return self._transport
-        finally:
-            self._lock.release()
+        return t if t is not None and t.is_active() else None
+
+    def _new_transport(self, timeout: float):
+        self._teardown()
+        self._clients = self._connect(timeout)
+        self._transport = self._clients[-1].get_transport()
+        threading.Thread(target=self._watchdog, args=(self._transport,), daemon=True,
+                         name=f"dbgfwd-ssh-alive-{self.settings.alias}").start()
+        return self._transport
 
     def _connect(self, timeout: float) -> list:
         s = self.settings
@@ -120,15 +89,6 @@ class HostConnection:
                 pass
         self._clients = []
         self._transport = None
-
-    def next_attempt_at(self) -> float:
-        """When a background reconnect should next be tried (monotonic): capped exponential backoff,
-        short for an unreachable host (it may come back any second), long for auth/host key errors."""
-        if self._failure is None:
-            return 0.0
-        when, exc = self._failure
-        cap = _RETRY_CAP_UNREACHABLE if isinstance(exc, UnreachableError) else _RETRY_CAP_REFUSED
-        return when + min(cap, 0.25 * 2 ** max(0, self.failures - 1))
 
     def drop(self, transport) -> None:
         """Close `transport`, the one a failure was seen on (the next use reconnects).

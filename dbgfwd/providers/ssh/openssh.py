@@ -35,13 +35,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dbgfwd.errors import AuthError, BadFileError, DbgfwdError, ProviderUnavailable, UnreachableError, UpstreamError
+from dbgfwd.providers.ssh.reconnect import Reconnecting
 from dbgfwd.providers.ssh.settings import DEFAULT_ALIVE_COUNT, DEFAULT_ALIVE_INTERVAL
 from dbgfwd.providers.ssh.targets import HostSpec
 
 log = logging.getLogger("dbgfwd.ssh")
 
-_RETRY_CAP_UNREACHABLE = 4.0
-_RETRY_CAP_REFUSED = 60.0
 _OPENED = "master session id:"  # the mux client's -v line once the master confirmed the stdio forward
 _EXEC_OUTPUT_LIMIT = 8 << 20
 
@@ -149,27 +148,23 @@ def classify(stderr: str, settings: OpenSshSettings) -> DbgfwdError:
                             hint="check the host, its port and the network; dbgfwd keeps trying")
 
 
-class OpenSshConnection:
+class OpenSshConnection(Reconnecting):
     """One host reached through `ssh` multiplexing. Same interface as connection.HostConnection."""
 
     def __init__(self, key: str, settings: OpenSshSettings, control_dir: str, index: int, ssh: str,
                  interactive: bool = False, warn: Callable[[str], None] | None = None):
+        super().__init__()
         self.key = key
         self.settings = settings
         self._ssh = ssh
         self._warn = warn or log.warning
         self._own_path = os.path.join(control_dir, f"h{index}")
         self._interactive = interactive  # the first connect may ask for a password / code on the terminal
-        self._lock = threading.Lock()
         self._master: subprocess.Popen | None = None
         self._master_err: deque[str] = deque(maxlen=50)
         self._users_master = False  # the user's own ControlMaster carries us (we never stop it)
         self._alive = False
-        self._failure: tuple[float, DbgfwdError] | None = None
-        self._closed = threading.Event()
         self._clients: set[subprocess.Popen] = set()
-        self.connects = 0
-        self.failures = 0
 
     # ---- the control connection ----
 
@@ -187,39 +182,9 @@ class OpenSshConnection:
         m = self._master
         return self._users_master or (m is not None and m.poll() is None)
 
-    @property
-    def last_error(self) -> DbgfwdError | None:
-        return None if self._failure is None else self._failure[1]
-
     def transport(self, timeout: float | None = None) -> None:
         """Make sure a control connection is up (starting dbgfwd's master if needed). Raises DbgfwdError."""
-        if self.connected:
-            return None
-        if self._closed.is_set():
-            raise UpstreamError(f"ssh connection to {self.settings.alias} is closed", retryable=False)
-        timeout = self.settings.connect_timeout if timeout is None else timeout
-        asked = time.monotonic()
-        if not self._lock.acquire(timeout=max(timeout, 0.1)):
-            raise UnreachableError(f"ssh: still connecting to {self.settings.label}",
-                                   hint="the host is slow to answer; dbgfwd keeps trying")
-        try:
-            if self.connected:
-                return None
-            if self._failure is not None and self._failure[0] >= asked:
-                raise self._failure[1]
-            try:
-                self._start(timeout)
-            except DbgfwdError as exc:
-                self._failure = (time.monotonic(), exc)
-                self.failures += 1
-                raise
-            self._failure, self.failures = None, 0
-            self.connects += 1
-            if self.connects > 1:
-                log.info("ssh: reconnected to %s", self.settings.alias)
-            return None
-        finally:
-            self._lock.release()
+        self._ensure(timeout, lambda: True if self.connected else None, self._start)
 
     def _start(self, timeout: float) -> None:
         self._stop_master()
@@ -287,20 +252,8 @@ class OpenSshConnection:
     def _stop_master(self) -> None:
         self._alive = False
         m, self._master = self._master, None
-        if m is not None and m.poll() is None:
-            m.terminate()
-            try:
-                m.wait(5)
-            except subprocess.TimeoutExpired:
-                m.kill()
-                m.wait(5)
-
-    def next_attempt_at(self) -> float:
-        if self._failure is None:
-            return 0.0
-        when, exc = self._failure
-        cap = _RETRY_CAP_UNREACHABLE if isinstance(exc, UnreachableError) else _RETRY_CAP_REFUSED
-        return when + min(cap, 0.25 * 2 ** max(0, self.failures - 1))
+        if m is not None:
+            _end(m)
 
     def _lost(self) -> None:
         """A command said the control connection is gone (the user's master stopped, say)."""
