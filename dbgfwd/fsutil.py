@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,10 +48,53 @@ def _ensure_folder(path: Path) -> None:
         parent.mkdir(exist_ok=True)  # FileNotFoundError when its own parent is missing: never a tree
 
 
+# Temp files between their creation and their rename (or removal). A process that must end before its writer
+# thread is done (lifecycle's emergency exit after a signal) removes them: no `.launch.json.*.tmp` is left.
+_inflight: set[str] = set()
+_inflight_lock = threading.Lock()
+_ending = False
+
+
+def _new_temp(path: Path) -> tuple[int, str]:
+    with _inflight_lock:
+        if _ending:
+            raise OSError(errno.ECANCELED, "dbgfwd is ending: nothing more is written")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _inflight.add(tmp)
+    return fd, tmp
+
+
+def _settled(tmp: str) -> None:
+    with _inflight_lock:
+        _inflight.discard(tmp)
+
+
+def remove_temp_files(timeout: float = 0.5) -> None:
+    """The process ends now: remove every temp file still being written, and refuse new ones."""
+    global _ending
+    if not _inflight_lock.acquire(timeout=timeout):
+        return
+    try:
+        _ending = True
+        for tmp in _inflight:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        _inflight.clear()
+    finally:
+        _inflight_lock.release()
+
+
+def _replace(tmp: str, path: Path) -> None:
+    os.replace(tmp, path)
+    _settled(tmp)
+
+
 def _stage(item: Write) -> str:
     """The new content in a temp file beside the target, synced; its path."""
     _ensure_folder(item.path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{item.path.name}.", suffix=".tmp", dir=item.path.parent)
+    fd, tmp = _new_temp(item.path)
     try:
         os.fchmod(fd, item.mode)
         with os.fdopen(fd, "wb") as fh:
@@ -68,6 +112,7 @@ def _unlink(path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    _settled(path)
 
 
 def write_all(items: Sequence[Write]) -> None:
@@ -82,7 +127,7 @@ def write_all(items: Sequence[Write]) -> None:
             staged.append(_stage(item))
         for item, tmp in zip(items, staged):
             current = item.path
-            os.replace(tmp, item.path)
+            _replace(tmp, item.path)
             done.append(item)
     except OSError as exc:
         for tmp in staged:
@@ -103,7 +148,7 @@ def _restore(item: Write) -> None:
             _unlink(item.path)
         else:
             tmp = _stage(Write(item.path, item.old, item.mode))
-            os.replace(tmp, item.path)
+            _replace(tmp, item.path)
     except OSError:
         pass
 
@@ -116,7 +161,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     path = Path(path)
     tmp = _stage(Write(path, data, mode))
     try:
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         _unlink(tmp)
         raise

@@ -182,6 +182,9 @@ def run_command(body: Callable[[], int]) -> int:
 
 def _abandon() -> None:
     """End the process now: the command did not stop in time (or Ctrl-C was pressed twice)."""
+    from dbgfwd.fsutil import remove_temp_files
+
+    remove_temp_files()  # a file being written atomically stays as it was, with no temp file beside it
     _run_cleanups()
     _restore_terminal()
     os._exit(int(exit_code() or ExitCode.INTERRUPTED))
