@@ -16,14 +16,13 @@ from typing import Callable
 
 from dbgfwd.errors import DbgfwdError, UnreachableError, UpstreamError
 from dbgfwd.providers.ssh import failures
-from dbgfwd.providers.ssh.reconnect import Reconnecting
+from dbgfwd.providers.ssh.reconnect import EXEC_OUTPUT_LIMIT, Reconnecting
 from dbgfwd.providers.ssh.settings import HostSettings
 
 log = logging.getLogger("dbgfwd.ssh")
 
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 # Channel windows: paramiko's defaults (2 MiB window, 32 KiB packets) are fine for DAP traffic.
-_EXEC_OUTPUT_LIMIT = 8 << 20
 
 
 class HostConnection(Reconnecting):
@@ -187,7 +186,7 @@ def collect_output(channel, deadline: float) -> tuple[int, str]:
         if not chunk:
             break
         out += chunk
-        if len(out) > _EXEC_OUTPUT_LIMIT or time.monotonic() > deadline:
+        if len(out) > EXEC_OUTPUT_LIMIT or time.monotonic() > deadline:
             raise socket.timeout()
         channel.settimeout(max(0.1, deadline - time.monotonic()))
     ready = channel.status_event.wait(max(0.0, deadline - time.monotonic()))

@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dbgfwd.errors import AuthError, BadFileError, DbgfwdError, ProviderUnavailable, UnreachableError, UpstreamError
-from dbgfwd.providers.ssh.reconnect import Reconnecting
-from dbgfwd.providers.ssh.settings import DEFAULT_ALIVE_COUNT, DEFAULT_ALIVE_INTERVAL
+from dbgfwd.providers.ssh.failures import upstream
+from dbgfwd.providers.ssh.reconnect import EXEC_OUTPUT_LIMIT, Reconnecting
+from dbgfwd.providers.ssh.settings import DEFAULT_ALIVE_COUNT, DEFAULT_ALIVE_INTERVAL, Defaults, host_label
 from dbgfwd.providers.ssh.targets import HostSpec
 
 log = logging.getLogger("dbgfwd.ssh")
 
 _OPENED = "master session id:"  # the mux client's -v line once the master confirmed the stdio forward
-_EXEC_OUTPUT_LIMIT = 8 << 20
 
 
 def ssh_binary() -> str:
@@ -73,27 +73,27 @@ class OpenSshSettings:
 
     @property
     def label(self) -> str:
-        where = self.hostname if self.port == 22 else f"{self.hostname}:{self.port}"
-        return self.alias if self.alias == self.hostname and self.port == 22 else f"{self.alias} ({where})"
+        return host_label(self.alias, self.hostname, self.port)
 
 
-def resolve(spec: HostSpec, *, config_path: str | None, user: str | None, identity_files: tuple[str, ...],
-            accept_new_host_keys: bool, connect_timeout: float | None, ssh: str) -> OpenSshSettings:
-    """Ask `ssh -G` what the user's config makes of `spec` (one process, no connection)."""
+def resolve(spec: HostSpec, defaults: Defaults, ssh: str, override_timeout: bool = False) -> OpenSshSettings:
+    """Ask `ssh -G` what the user's config makes of `spec` (one process, no connection). dbgfwd's own options
+    go on the command line; `defaults.connect_timeout` only when `override_timeout` (--ssh-timeout given)."""
     args: list[str] = []
+    config_path = defaults.config_path
     if config_path:
         args += ["-F", config_path]
-    login = spec.user or user
+    login = spec.user or defaults.user
     if login:
         args += ["-l", login]
     if spec.port:
         args += ["-p", str(spec.port)]
-    for key in identity_files:
+    for key in defaults.identity_files:
         args += ["-i", key]
-    if accept_new_host_keys:
+    if defaults.accept_new_host_keys:
         args += ["-o", "StrictHostKeyChecking=accept-new"]
-    if connect_timeout is not None:
-        args += ["-o", f"ConnectTimeout={max(1, round(connect_timeout))}"]
+    if override_timeout:
+        args += ["-o", f"ConnectTimeout={max(1, round(defaults.connect_timeout))}"]
     try:
         res = subprocess.run([ssh, *args, "-G", spec.host], capture_output=True, text=True, timeout=30,
                              stdin=subprocess.DEVNULL)
@@ -236,7 +236,8 @@ class OpenSshConnection(Reconnecting):
                 self._master_err.append(line)
                 log.debug("ssh %s: %s", self.settings.alias, line)
         master.stderr.close()
-        if master.wait() is not None and master is self._master and not self._closed.is_set():
+        master.wait()
+        if master is self._master and not self._closed.is_set():
             self._alive = False
             self._warn(f"ssh: the connection to {self.settings.alias} ended "
                        f"({_last_line(chr(10).join(self._master_err)) or 'no reason given'}); reconnecting")
@@ -277,8 +278,6 @@ class OpenSshConnection(Reconnecting):
         try:
             self.transport(timeout)
         except DbgfwdError as exc:
-            from dbgfwd.providers.ssh.failures import upstream
-
             raise upstream(exc) from None
         ours, theirs = socket.socketpair()
         try:
@@ -322,9 +321,9 @@ class OpenSshConnection(Reconnecting):
             raise UnreachableError(f"ssh: command on {self.settings.alias} failed "
                                    f"({_last_line(res.stderr.decode('utf-8', 'replace'))})",
                                    hint="dbgfwd retries; the keepalive decides whether the host is gone")
-        if len(res.stdout) > _EXEC_OUTPUT_LIMIT:
+        if len(res.stdout) > EXEC_OUTPUT_LIMIT:
             raise UnreachableError(f"ssh: command on {self.settings.alias} printed more than "
-                                   f"{_EXEC_OUTPUT_LIMIT >> 20} MiB")
+                                   f"{EXEC_OUTPUT_LIMIT >> 20} MiB")
         return res.returncode, res.stdout.decode("utf-8", "replace")
 
 

@@ -69,13 +69,10 @@ class SshProvider(Provider):
     # ---- connections ----
 
     def _connections(self) -> dict:
-        from dbgfwd.providers.ssh.connection import HostConnection
-        from dbgfwd.providers.ssh.settings import Defaults, resolve_all
+        from dbgfwd.providers.ssh.settings import Defaults
 
         with self._conns_lock:
-            if self._settings is None and self._backend == "openssh":
-                self._openssh_connections()
-            elif self._settings is None:
+            if self._settings is None:
                 opt = self.config.opt
                 defaults = Defaults(
                     config_path=str(opt("ssh_config")) if opt("ssh_config") else None,
@@ -84,36 +81,39 @@ class SshProvider(Provider):
                     accept_new_host_keys=bool(opt("insecure_accept_new_host_keys", False)),
                     connect_timeout=float(opt("ssh_timeout", 10.0)),
                 )
-                self._settings = resolve_all(self._specs, defaults)
+                if self._backend == "openssh":
+                    settings = self._openssh_connections(defaults, opt("ssh_timeout") is not None)
+                else:
+                    settings = self._paramiko_connections(defaults)
                 if defaults.accept_new_host_keys:
                     _warn("--insecure-accept-new-host-keys: host keys missing from known_hosts are "
                           "accepted without verification; anyone on the path can impersonate those hosts")
-                for spec, settings in zip(self._specs, self._settings):
-                    self._conns[spec.key] = HostConnection(spec.key, settings, warn=_warn)
+                self._settings = settings
                 # The engine's keepalive cadence follows the tightest ServerAliveInterval.
-                self.keepalive_interval = min(s.alive_interval for s in self._settings)
+                self.keepalive_interval = min(s.alive_interval for s in settings)
             return self._conns
 
-    def _openssh_connections(self) -> None:
+    def _paramiko_connections(self, defaults) -> list:
+        from dbgfwd.providers.ssh.connection import HostConnection
+        from dbgfwd.providers.ssh.settings import resolve_all
+
+        resolved = resolve_all(self._specs, defaults)
+        for spec, settings in zip(self._specs, resolved):
+            self._conns[spec.key] = HostConnection(spec.key, settings, warn=_warn)
+        return resolved
+
+    def _openssh_connections(self, defaults, timeout_given: bool) -> list:
         from dbgfwd.providers.ssh import openssh
 
         ssh = openssh.ssh_binary()
-        opt = self.config.opt
-        resolved = [openssh.resolve(spec, config_path=str(opt("ssh_config")) if opt("ssh_config") else None,
-                                    user=opt("ssh_user"), identity_files=tuple(str(p) for p in opt("identity", ())),
-                                    accept_new_host_keys=bool(opt("insecure_accept_new_host_keys", False)),
-                                    connect_timeout=opt("ssh_timeout"), ssh=ssh)
-                    for spec in self._specs]
-        if opt("insecure_accept_new_host_keys", False):
-            _warn("--insecure-accept-new-host-keys: host keys missing from known_hosts are "
-                  "accepted without verification; anyone on the path can impersonate those hosts")
+        # Without --ssh-timeout, ssh's own ConnectTimeout (from the user's config) applies.
+        resolved = [openssh.resolve(spec, defaults, ssh, override_timeout=timeout_given) for spec in self._specs]
         self._control_dir = openssh.control_dir()
         interactive = sys.stdin is not None and sys.stdin.isatty()
         for index, (spec, settings) in enumerate(zip(self._specs, resolved)):
             self._conns[spec.key] = openssh.OpenSshConnection(spec.key, settings, self._control_dir, index, ssh,
                                                               interactive=interactive, warn=_warn)
-        self._settings = resolved
-        self.keepalive_interval = min(s.alive_interval for s in resolved)
+        return resolved
 
     def connection(self, target: Target):
         return self._connections()[target.key]

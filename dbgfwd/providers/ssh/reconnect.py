@@ -12,6 +12,7 @@ from dbgfwd.errors import DbgfwdError, UnreachableError, UpstreamError
 
 log = logging.getLogger("dbgfwd.ssh")
 
+EXEC_OUTPUT_LIMIT = 8 << 20  # bytes a command on a host may print (probes print a few KiB)
 RETRY_CAP_UNREACHABLE = 4.0
 RETRY_CAP_REFUSED = 60.0
 T = TypeVar("T")

@@ -24,6 +24,12 @@ DEFAULT_ALIVE_COUNT = 3
 MAX_JUMP_DEPTH = 8
 
 
+def host_label(alias: str, hostname: str, port: int) -> str:
+    """How messages name a host: the name typed, with where it leads when that is not plain `alias:22`."""
+    where = hostname if port == 22 else f"{hostname}:{port}"
+    return alias if alias == hostname and port == 22 else f"{alias} ({where})"
+
+
 @dataclass(frozen=True)
 class HostSettings:
     """How to reach one host: address, login and the chain of jump hosts in front of it."""
@@ -44,8 +50,7 @@ class HostSettings:
 
     @property
     def label(self) -> str:
-        where = self.hostname if self.port == 22 else f"{self.hostname}:{self.port}"
-        return self.alias if self.alias == self.hostname and self.port == 22 else f"{self.alias} ({where})"
+        return host_label(self.alias, self.hostname, self.port)
 
     @property
     def hostkey_name(self) -> str:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.providers.ssh.conftest import ROOT
 from tests.providers.ssh.helpers import config_with
 from tests.support import cli
 from tests.support.dap import DapClient, debug_round
-from tests.support.procinfo import kill_group
+from tests.support.procinfo import descendants, kill_group
 from tests.support.ranks import BREAK_LINE
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
@@ -172,17 +173,13 @@ def test_the_openssh_backend_end_to_end(lab, tmp_path):
 
 
 def _ours(attach_pid: int) -> list[int]:
-    """The ssh processes this attach started (its children running `ssh`)."""
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    """The ssh processes this attach started (below it in the process tree)."""
+    def name(pid: int) -> str:
         try:
-            status = open(f"/proc/{pid}/status").read()
+            return Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        if fields.get("Name", "").strip() == "ssh" and fields.get("PPid", "").strip() == str(attach_pid):
-            out.append(int(pid))
-    return out
+            return ""  # ended since the walk
+    return [pid for pid in descendants(attach_pid)[1:] if name(pid) == "ssh"]
 
 
 def test_a_30s_link_cut_keeps_a_stopped_debugger_and_the_ranks_debugpy(lab, tmp_path):
