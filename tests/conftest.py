@@ -38,3 +38,23 @@ def free_port_block(count: int, start: int = 20000) -> int:
 @pytest.fixture
 def port_block():
     return free_port_block
+
+
+# Three full runs on 2026-11-30 (one with every test passing) ended with SIGABRT after pytest had printed its
+# summary: exit 134, no message, during the interpreter's shutdown with the daemon threads the tests leave behind
+# (paramiko transports, relays, fake servers). The cause is not found yet: to look for it, run the suite with
+# DBGFWD_TEST_PLAIN_EXIT=1 PYTHONFAULTHANDLER=1, which names the thread. The verdict is pytest's own exit status: once
+# every report is written, the process ends with it instead of going through that shutdown.
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if _exit_status and os.environ.get("DBGFWD_TEST_PLAIN_EXIT") is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[-1])
