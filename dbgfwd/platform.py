@@ -126,3 +126,32 @@ def peer_hung_up(sock: socket.socket) -> bool | None:
     poller = select.poll()
     poller.register(sock.fileno(), rdhup | select.POLLHUP | select.POLLERR)
     return bool(poller.poll(0))
+
+
+# What one forwarded rank can hold open at once: its listener, and a client with its upstream.
+FDS_PER_RANK = 3
+_FDS_SPARE = 256  # the job session, probes, provider connections, files being written
+
+
+def open_files_limit(ranks: int) -> tuple[int | None, int | None]:
+    """Make room for `ranks` forwards: raise this process's soft limit on open files towards its hard limit
+    (the kernel lets any process do so). Desktop defaults are far below what many ranks need (Linux 1024,
+    macOS 256): without this, an attach of a few hundred ranks failed to listen ("Too many open files").
+    Returns (soft limit now, what `ranks` want); (None, None) where there is no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None, None
+    wanted = ranks * FDS_PER_RANK + _FDS_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft, wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    # macOS refuses a soft limit above kern.maxfilesperproc even when the hard limit is unlimited
+    for value in (target, min(target, 10240)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+            return value, wanted
+        except (ValueError, OSError):
+            continue
+    return soft, wanted

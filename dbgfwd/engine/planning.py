@@ -7,6 +7,7 @@ finished entries are put in the table under it.
 
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import replace
 from typing import Callable, Sequence
@@ -17,10 +18,12 @@ from dbgfwd.errors import DbgfwdError, PortError
 from dbgfwd.net.listeners import Acceptor, bind_listener
 from dbgfwd.plan.layout import PlanSettings, RankSlot, expected_slots, slots_for, with_marker_ranks
 from dbgfwd.plan.ports import assign_local_ports
+from dbgfwd.platform import open_files_limit
 from dbgfwd.providers.base import Capability, Provider, Target
 from dbgfwd.workspace.ports import PortMemory
 
 log = logging.getLogger("dbgfwd.engine")
+LISTEN_SPARE = 64  # open files beside the listeners: the job session, probes, state files
 
 
 class Planning:
@@ -57,6 +60,15 @@ class Planning:
         planned = assign_local_ports([s for s, _ in new], self.plan.local_base_port, remembered,
                                      reserved=reserved, strict=self.plan.strict_local_ports, taken=taken)
         by_rank = {slot.rank: t for slot, t in new}
+        total = len(taken) + len(planned)
+        limit, wanted = open_files_limit(total)
+        if limit is not None and limit < wanted:
+            if limit < total + LISTEN_SPARE:  # not even a listener each
+                raise PortError(f"{total} ranks need more open files than this process may open ({limit})",
+                                hint=f"raise the limit (`ulimit -n {wanted}`) or forward fewer ranks with --only")
+            log.warning("%d ranks may need %d open files once debuggers attach, and this process may open %d: "
+                        "raise the limit (`ulimit -n %d`) or forward fewer ranks with --only",
+                        total, wanted, limit, wanted)
         entries: list[RankEntry] = []
         for p in planned:
             try:
@@ -64,6 +76,10 @@ class Planning:
             except OSError as exc:
                 for e in entries:
                     e.listener.close()
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    need = f"; {total} ranks need about {wanted}, the limit is {limit}" if limit else ""
+                    raise PortError(f"cannot listen for rank {p.rank}: too many open files{need}",
+                                    hint="raise the limit (`ulimit -n`) or forward fewer ranks with --only") from None
                 # Lost a race for the port between planning and binding: say which and why.
                 raise PortError(f"cannot listen on {self.bind_host}:{p.local_port} for rank {p.rank}: "
                                 f"{exc.strerror or exc}", hint="free the port or choose another --local-base-port")
