@@ -330,18 +330,37 @@ def parse_tcp_table(text: str) -> list[TcpSocket]:
 
 def parse_proc_net_tcp(text: str) -> frozenset[tuple[str, int]]:
     """(ip, port) of every LISTEN socket in /proc/net/tcp or tcp6 text."""
-    return frozenset((s.local_ip, s.local_port) for s in parse_tcp_table(text) if s.state == "0A")
+    return listening_sockets(text)[0]
 
 
 def listener_owners(text: str) -> dict[int, frozenset[int]]:
     """port -> uids of the LISTEN sockets on it."""
+    return listening_sockets(text)[1]
+
+
+def listening_sockets(text: str) -> tuple[frozenset[tuple[str, int]], dict[int, frozenset[int]]]:
+    """(ip, port) of every LISTEN socket, and port -> uids of its listeners, in one pass over the table.
+
+    This runs on every readiness probe of an idle attach, over a table that holds each rank's listener,
+    each forward's listener and every connection: only LISTEN lines are decoded, and each distinct address
+    once."""
+    listening: set[tuple[str, int]] = set()
     owners: dict[int, set[int]] = {}
-    for s in parse_tcp_table(text):
-        if s.state == "0A":
-            owners.setdefault(s.local_port, set()).add(s.uid)
-    return {port: frozenset(uids) for port, uids in owners.items()}
+    for line in text.splitlines():
+        parts = line.split(None, 8)
+        if len(parts) < 8 or parts[3] != "0A":
+            continue
+        lip, sep, lport = parts[1].rpartition(":")
+        try:
+            port, uid = int(lport, 16), int(parts[7])
+            listening.add((_decode_ip(lip), port))
+        except ValueError:
+            continue
+        owners.setdefault(port, set()).add(uid)
+    return frozenset(listening), {port: frozenset(uids) for port, uids in owners.items()}
 
 
+@functools.lru_cache(maxsize=256)
 def _decode_ip(addr_hex: str) -> str:
     raw = bytes.fromhex(addr_hex)
     if len(raw) == 4:
@@ -382,11 +401,11 @@ def parse_probe_output(text: str) -> ProbeResult:
             tcp_lines.append(line)
     flush()
     table = "\n".join(tcp_lines)
+    listening, owners = listening_sockets(table)
     tcp_known = tcp_seen and any(line.strip().startswith("sl") for line in tcp_lines)
     unique = {m.pid: m for m in markers}  # one directory can be reached by two names (XDG and /run/user)
     return ProbeResult(markers=tuple(sorted(unique.values(), key=lambda m: (m.rank, m.local_rank))),
-                       listening=parse_proc_net_tcp(table), tcp_known=tcp_known, owners=listener_owners(table),
-                       uid=uid)
+                       listening=listening, tcp_known=tcp_known, owners=owners, uid=uid)
 
 
 def local_probe(directory: Path | None = None) -> ProbeResult:
@@ -394,5 +413,6 @@ def local_probe(directory: Path | None = None) -> ProbeResult:
     from dbgfwd.platform import tcp_table
 
     table = tcp_table()
-    return ProbeResult(markers=tuple(read_markers(directory)), listening=parse_proc_net_tcp(table or ""),
-                       tcp_known=table is not None, owners=listener_owners(table or ""), uid=os.getuid())
+    listening, owners = listening_sockets(table or "")
+    return ProbeResult(markers=tuple(read_markers(directory)), listening=listening, tcp_known=table is not None,
+                       owners=owners, uid=os.getuid())
