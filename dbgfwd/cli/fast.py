@@ -1,8 +1,9 @@
 """Start-up speed: typer (0.29) coerces every parameter through a pydantic TypeAdapter, and importing pydantic
 and building those adapters costs ~100 ms on each command, `--help` included, even when every value is the
 default dbgfwd itself declared. Declared defaults are trusted as they are (None, or already of the declared
-plain type); anything a user typed, or read from the environment, still goes through typer's own coercion
-and its error messages. typer is pinned to 0.29.x (pyproject.toml), the release this hooks into."""
+plain type). A str or a path the user typed is converted as typer would without pydantic (a path still gets
+typer's own checks and errors); any other value a user typed, or read from the environment, still goes through
+typer's own coercion and its error messages. typer is pinned to 0.29.x (pyproject.toml), the release this hooks into."""
 
 from __future__ import annotations
 
@@ -20,6 +21,31 @@ def _trusted_default(param, ctx, value) -> bool:
     return annotation in _PLAIN and type(value) is annotation
 
 
+def _plain_value(param, ctx, value):
+    """A value the user typed, converted without pydantic where typer's own conversion is a plain one: a str
+    kept as it is, a path made a Path and then checked by typer's path rules (exists, dir_okay, ...), which
+    raise typer's own errors. Anything else (numbers with ranges, choices, lists) returns _NOT_PLAIN and goes
+    through typer's coercion."""
+    from pathlib import Path
+
+    descriptor = getattr(param, "type_descriptor", None)
+    info = getattr(descriptor, "parameter_info", None)
+    if info is None or info.parser is not None or param.multiple or param.nargs != 1:
+        return _NOT_PLAIN
+    annotation = descriptor.annotation
+    if annotation is str and type(value) is str:
+        return value
+    if isinstance(annotation, type) and issubclass(annotation, Path) and type(value) is str \
+            and info.path_type is None:
+        from typer._param_types import coerce_cli_path
+
+        return coerce_cli_path(annotation(value), info, path_type=annotation, param=param, ctx=ctx)
+    return _NOT_PLAIN
+
+
+_NOT_PLAIN = object()
+
+
 def install() -> None:
     try:
         from typer._click import exceptions
@@ -32,7 +58,10 @@ def install() -> None:
 
     def process_value(self, ctx, value):
         if not _trusted_default(self, ctx, value):
-            return coerce(self, ctx, value)
+            plain = _plain_value(self, ctx, value)
+            if plain is _NOT_PLAIN:
+                return coerce(self, ctx, value)
+            value = plain
         if value is None and (self.multiple or self.nargs == -1):
             value = ()
         if self.required and self.value_is_missing(value):

@@ -94,6 +94,9 @@ def plain(message: str, args: list[str] | None = None) -> str:
     for pattern, repl in _RANGES + _PHRASES:
         message = pattern.sub(repl, message)
     message = message.replace("Invalid value for ", "")
+    typed = re.match(r"((?:'-[^']+'(?: / )?)+) \(from \$\w+\)(: .*)$", message, re.S)
+    if typed and any(_given(n, args or []) is not None for n in re.findall(r"'(-[^']+)'", typed.group(1))):
+        message = typed.group(1) + typed.group(2)  # typer names the env var even when the value was typed
     m = re.match(r"'([^']+)'(.*?): (must .*)$", message)
     if m:
         name, source, rule = m.groups()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,3 +34,22 @@ def test_declared_defaults_skip_typers_coercion_but_typed_values_do_not():
     res = subprocess.run([sys.executable, "-m", "dbgfwd", "ranks", "2", "--base-port", "0"], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and "--base-port" in res.stderr, res.stderr
+
+
+def test_a_typed_path_skips_pydantic_and_still_gets_typers_path_checks(tmp_path):
+    """`status -w DIR` (what a script runs every few seconds): the path is converted without pydantic, and
+    typer's own rules for it still hold (a workspace must not be a file, --launch-json must not be a folder)."""
+    assert "pydantic" not in _loaded_after("status", "-w", str(tmp_path))
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    res = subprocess.run([sys.executable, "-m", "dbgfwd", "status", "-w", str(a_file)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and "is a file" in res.stderr, res.stderr
+    assert "DBGFWD_WORKSPACE" not in res.stderr  # typed, not read from the environment
+    res = subprocess.run([sys.executable, "-m", "dbgfwd", "status"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "DBGFWD_WORKSPACE": str(a_file)})
+    assert res.returncode == 2 and "is a file" in res.stderr and "(from $DBGFWD_WORKSPACE)" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "dbgfwd", "gen-launch", "--ranks", "2", "-w", str(tmp_path),
+                          "--launch-json", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "is a directory" in res.stderr, res.stderr
+    assert not (tmp_path / ".vscode").exists()
