@@ -1,6 +1,8 @@
 import os
 import subprocess
 
+import pytest
+
 from dbgfwd.rank import markers
 
 
@@ -52,6 +54,25 @@ def test_a_zombie_is_not_alive():
         while b") Z " not in open(f"/proc/{proc.pid}/stat", "rb").read() and time.monotonic() < deadline:
             time.sleep(0.005)
         assert os.path.exists(f"/proc/{proc.pid}") and not markers.pid_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not markers.pid_alive(proc.pid)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here (Linux 5.3+ and Python 3.9+): /proc is read "
+                    "on every check instead")
+def test_a_process_seen_running_is_then_watched_without_reading_proc(monkeypatch):
+    """An idle attach of 1024 local ranks checks every rank every few seconds: once seen running, a process is
+    watched through its pidfd, and its end (here a kill, reaped) is still seen at the next check."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        assert markers.pid_alive(proc.pid)
+        reads = []
+        real_open = open
+        monkeypatch.setattr("builtins.open", lambda f, *a, **k: reads.append(f) or real_open(f, *a, **k))
+        assert markers.pid_alive(proc.pid) and markers.pid_alive(proc.pid)
+        assert not [f for f in reads if str(f).startswith(f"/proc/{proc.pid}/")]
     finally:
         proc.kill()
         proc.wait()
