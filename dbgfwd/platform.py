@@ -121,12 +121,31 @@ def _watch(pid: int) -> None:
     if pidfd_open is None or pid <= 0:
         return
     with _pidfd_lock:
-        if pid in _PIDFDS or len(_PIDFDS) >= _PIDFDS_MAX:
+        if pid in _PIDFDS:
+            return
+        _forget_ended()  # a new process (a rank restarted): the one it replaced may never be asked about again
+        if len(_PIDFDS) >= _PIDFDS_MAX:
             return
         try:
             _PIDFDS[pid] = pidfd_open(pid)
         except OSError:  # ended since, or pidfds refused (old kernel, seccomp): /proc is read each time
             pass
+
+
+def _forget_ended() -> None:
+    """Close the pidfds of processes that have ended (one poll for all). Caller holds _pidfd_lock."""
+    import select
+
+    if not _PIDFDS:
+        return
+    poller = select.poll()
+    pid_of = {}
+    for pid, fd in _PIDFDS.items():
+        poller.register(fd, select.POLLIN)
+        pid_of[fd] = pid
+    for fd, _ in poller.poll(0):
+        del _PIDFDS[pid_of[fd]]
+        os.close(fd)
 
 
 def try_lock(fd: int, exclusive: bool = True) -> bool:

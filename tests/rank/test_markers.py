@@ -79,6 +79,25 @@ def test_a_process_seen_running_is_then_watched_without_reading_proc(monkeypatch
     assert not markers.pid_alive(proc.pid)
 
 
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here (Linux 5.3+ and Python 3.9+)")
+def test_the_watch_of_a_process_never_asked_about_again_ends_when_another_is_watched():
+    """A restarted rank's old pid is never asked about again (its marker is gone): its pidfd must not stay open
+    for the rest of the session. Watching the new process closes the watches of the ended ones."""
+    from dbgfwd import platform
+
+    old = subprocess.Popen(["sleep", "60"])
+    assert markers.pid_alive(old.pid) and old.pid in platform._PIDFDS
+    old.kill()
+    old.wait()
+    new = subprocess.Popen(["sleep", "60"])
+    try:
+        assert markers.pid_alive(new.pid)
+        assert old.pid not in platform._PIDFDS and new.pid in platform._PIDFDS
+    finally:
+        new.kill()
+        new.wait()
+
+
 def test_outside_linux_a_marker_s_process_is_looked_up_without_proc(monkeypatch):
     """macOS has no /proc: a live rank must still count as alive there (before, every marker was dead)."""
     from dbgfwd import platform
