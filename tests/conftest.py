@@ -27,8 +27,19 @@ def free_port_block(count: int, start: int = 20000) -> int:
     """A base port whose `count` ports are free now (bind check only)."""
     from dbgfwd.plan.ports import port_is_free
 
-    base = start + (os.getpid() % 200) * 50
-    while base + count < 60000:
+    # Parallel workers (pytest-xdist) look in disjoint ranges, below the kernel's ephemeral ports (32768+);
+    # attach's default local ports (base + 1000) stay in the worker's range too.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        span = 12000 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        low = 20000 + int(worker[2:]) * span
+        # `start` keeps its place, scaled into the worker's range (20000 -> its start, 40000 -> its middle)
+        base = low + max(0, start - 20000) * span // 40000 + (os.getpid() % 10) * 50
+        limit = low + span - 500
+    else:
+        base = start + (os.getpid() % 200) * 50
+        limit = 60000
+    while base + count < limit:
         if all(port_is_free(base + i) for i in range(count)):
             return base
         base += count + 7
