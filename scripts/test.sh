@@ -12,4 +12,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/setup.sh test
-exec .venv/bin/python -m pytest "$@"
+# Two workers, each taking whole test files: the suite mostly waits (ranks starting, links cut, timeouts held),
+# so on 2 cores it takes about half as long. DBGFWD_TEST_WORKERS=0 runs it in one process.
+exec .venv/bin/python -m pytest -n "${DBGFWD_TEST_WORKERS:-2}" --dist loadfile "$@"
