@@ -19,8 +19,8 @@ RANKS = 150  # a listener each: more than a soft limit of 64 allows
 
 
 def _attach(tmp_path, port_block, soft: int, hard: int) -> subprocess.Popen:
-    base = port_block(RANKS)
-    local = port_block(RANKS, start=base + RANKS + 100)
+    base = port_block(2 * RANKS + 64)  # the ranks' ports (and the span attach keeps clear), then the local ones
+    local = base + RANKS + 64
 
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
