@@ -38,18 +38,63 @@ def peer_uid(sock: socket.socket) -> int | None:
     that cannot be told (not Linux, or the peer is not on this machine)."""
     from dbgfwd.rank.markers import parse_tcp_table
 
-    table = tcp_table()
-    if table is None:
-        return None
     try:
         peer, mine = sock.getpeername()[:2], sock.getsockname()[:2]
     except OSError:
         return None
-    for s in parse_tcp_table(table):
+    if LINUX:
+        family = sock.family
+        if family == socket.AF_INET6 and peer[0].startswith("::ffff:") and mine[0].startswith("::ffff:"):
+            family, peer, mine = socket.AF_INET, (peer[0][7:], peer[1]), (mine[0][7:], mine[1])  # a v4 client
+        uid = _sock_diag_uid(family, peer, mine)
+        if uid is not None:
+            return uid
+    table = tcp_table()
+    if table is None:
+        return None
+    # Only the lines whose ports are the connection's are decoded: the table holds every socket of the machine
+    # (thousands with many ranks), and a storm of debuggers connecting at once asks this once each.
+    ports = (f":{peer[1]:04X}", f":{mine[1]:04X}")
+    candidates = "\n".join(line for line in table.splitlines()
+                           if ports[0] in line and ports[1] in line)
+    for s in parse_tcp_table(candidates):
         if (s.local_port == peer[1] and s.remote_port == mine[1] and _normal(s.local_ip) == _normal(peer[0])
                 and _normal(s.remote_ip) == _normal(mine[0])):
             return s.uid
     return None
+
+
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR = 4, 20, 2
+_NO_COOKIE = 0xFFFFFFFF
+
+
+def _sock_diag_uid(family: int, peer: tuple, mine: tuple) -> int | None:
+    """The owner of the peer's socket, asked of the kernel for that one socket (sock_diag, as `ss` does):
+    reading /proc/net/tcp formats every socket of the machine, ~20 ms at a few thousand sockets, for each
+    debugger that connects. None when the kernel does not answer this way (then the table is read)."""
+    import struct
+
+    try:
+        src, dst = socket.inet_pton(family, peer[0]), socket.inet_pton(family, mine[0])
+        sockid = struct.pack("!HH16s16s", peer[1], mine[1], src.ljust(16, b"\0"), dst.ljust(16, b"\0")) + \
+            struct.pack("=III", 0, _NO_COOKIE, _NO_COOKIE)
+        req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+        header = struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, 1, 1, 0)  # NLM_F_REQUEST
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(1.0)
+            nl.send(header + req)
+            reply = nl.recv(8192)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(reply) < 16 + 72:
+        return None
+    length, kind = struct.unpack_from("=IH", reply)
+    if kind != _SOCK_DIAG_BY_FAMILY or length < 16 + 72:
+        return None  # NLMSG_ERROR: no such socket here (not on this machine, or gone)
+    answered = struct.unpack_from("!HH16s16s", reply, 16 + 4)
+    if answered != struct.unpack("!HH16s16s", sockid[:36]):
+        return None
+    return struct.unpack_from("=I", reply, 16 + 64)[0]
 
 
 def process_start(pid: int) -> int | None:
