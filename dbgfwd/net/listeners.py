@@ -41,10 +41,10 @@ def client_has_spoken(sock: socket.socket) -> bool:
 
 def wait_readable(sock: socket.socket, timeout: float) -> None:
     """Block until `sock` has bytes or a hang-up to report, or `timeout` passes."""
-    import select
+    from dbgfwd.net.poll import readable
 
     try:
-        select.select([sock], [], [], timeout)
+        readable(sock, timeout)
     except (OSError, ValueError):
         pass
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-import select
 import time
 from dataclasses import dataclass
 
 from dbgfwd.errors import UpstreamError
 from dbgfwd.providers.kubernetes.cluster import Cluster
 from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws
+from dbgfwd.net.poll import readable
 
 STDOUT, STDERR, STATUS = 1, 2, 3
 MAX_OUTPUT = 4 * 1024 * 1024
@@ -71,8 +71,7 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
             if sock is None:
                 break
             if not (hasattr(sock, "pending") and sock.pending()):
-                r, _, _ = select.select([sock], [], [], left)
-                if not r:
+                if not readable(sock, left):
                     continue
             try:
                 opcode, frame = ws.recv_data_frame(False)

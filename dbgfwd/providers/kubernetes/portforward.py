@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import select
 import socket
 import struct
 import threading
@@ -20,6 +19,7 @@ import time
 from dbgfwd.errors import UpstreamError
 from dbgfwd.net import wsframes as frames
 from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
+from dbgfwd.net.poll import readable
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
 
@@ -89,11 +89,10 @@ class PortForwardStream:
         if self._reader.buffered:
             return True
         try:
-            r, _, _ = select.select([sock], [], [], max(wait, 0))
+            return readable(sock, wait)
         except (OSError, ValueError):
             self._eof = True
             return False
-        return bool(r)
 
     # ---- frames ----
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -39,6 +38,7 @@ from dbgfwd.providers.ssh.failures import upstream
 from dbgfwd.providers.ssh.reconnect import EXEC_OUTPUT_LIMIT, Reconnecting
 from dbgfwd.providers.ssh.settings import DEFAULT_ALIVE_COUNT, DEFAULT_ALIVE_INTERVAL, Defaults, host_label
 from dbgfwd.providers.ssh.targets import HostSpec
+from dbgfwd.net.poll import readable
 
 log = logging.getLogger("dbgfwd.ssh")
 
@@ -337,8 +337,7 @@ def _wait_opened(client: subprocess.Popen, deadline: float) -> str | None:
             left = deadline - time.monotonic()
             if left <= 0:
                 return "timed out"
-            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-            if not ready:
+            if not readable(fd, min(left, 0.5)):
                 continue
             chunk = os.read(fd, 4096)
             if not chunk:

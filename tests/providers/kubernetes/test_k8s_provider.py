@@ -320,3 +320,33 @@ def test_selector_and_container_choose_the_pods_and_where_the_ranks_run(k8s):
         provider(k8s, selector="app=train", container="trainer").discover()
     assert "has no container 'trainer' (it has: envoy, main)" in exc.value.message
     assert exc.value.code == ExitCode.NOT_FOUND and "--container" in exc.value.hint
+
+
+def test_probes_and_streams_work_past_descriptor_1024(k8s):
+    """An attach of 1024 ranks holds a listener each before any debugger connects, so every socket it opens
+    afterwards is numbered past 1024, where select() refuses to look: each probe failed ("filedescriptor out of
+    range") and each stream was taken for ended, so no rank of a 128-pod job ever became ready."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400) if hard == resource.RLIM_INFINITY
+                                                 else min(max(soft, 1400), hard), hard))
+    filler = []
+    try:
+        while len(filler) < 1100:  # every number up to ~1100 taken: what the test opens next is past FD_SETSIZE
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        pod = k8s_jobs.echo_pod(k8s, "echo-high")
+        p = provider(k8s, "echo-high")
+        target = p.discover().targets[0]
+        k8s_jobs.wait_listening(pod, 7000)
+        probed = p.probe(target)
+        assert probed is not None and probed.tcp_known and probed.is_listening(7000)
+        stream = p.open_stream(target, 7000, 10)
+        assert stream._ws.sock.fileno() > 1024
+        assert roundtrip(stream, b"past 1024") == b"past 1024"
+        stream.close()
+        p.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
