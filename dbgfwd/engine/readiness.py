@@ -76,9 +76,15 @@ class Readiness:
             self.planning.plan_changed()
         if wake:
             self.table.wake_ranks(wake)  # their ranks are (back) up: the waiting clients retry now
-        # Markers may reveal ranks not planned yet (a job still starting).
+        # Markers may reveal ranks not planned yet (a job still starting, or every rank at the first probe when
+        # the layout comes from markers): the probe that revealed them also says whether they are ready, so they
+        # are not left waiting for the next round (at 128 pods a round of probes takes seconds).
         if results and any(getattr(v, "markers", ()) for v in results.values()):
-            self.planning.apply_targets(list(self.table.targets.values()))
+            if self.planning.apply_targets(list(self.table.targets.values())):
+                again, wake_new = self._fold(results, oob)
+                changed |= again
+                if wake_new:
+                    self.table.wake_ranks(wake_new)
         if changed:
             self.table.state_changed()
 

@@ -360,3 +360,31 @@ def test_a_half_close_reaches_the_other_side_at_once_and_the_other_direction_sti
     t.join(5)
     assert not t.is_alive() and relay.closed
     closer.close()
+
+
+def test_ranks_revealed_by_a_probe_are_ready_from_that_same_probe():
+    """Pods without a known layout (no --ranks-per-pod): the first probe's markers reveal the ranks. That probe
+    also shows them listening, so they are ready when start() returns, not a round of probes later (at 128 pods
+    a round took seconds, and 1024 ranks sat 'waiting' that long)."""
+    from dbgfwd.rank.markers import Marker, ProbeResult
+
+    probes = []
+
+    class LayoutFromMarkers(ScriptedProvider):
+        def probe(self, target):
+            probes.append(target.key)
+            return ProbeResult(markers=(Marker(rank=0, local_rank=0, port=1, pid=1),
+                                        Marker(rank=1, local_rank=1, port=2, pid=2)),
+                               listening=frozenset({("127.0.0.1", 1), ("127.0.0.1", 2)}), tcp_known=True)
+
+    from tests.conftest import free_port_block
+
+    prov = LayoutFromMarkers([Target(key="p", name="pod-0")])
+    eng = Engine(prov, PlanSettings(base_port=1, local_base_port=free_port_block(2, start=40000)),
+                 EngineSettings(poll_interval=60, settled_poll_interval=60, rediscover_interval=60))
+    eng.start()
+    try:
+        assert probes == ["p"]
+        assert {r.planned.rank: r.state for r in eng.snapshot()} == {0: RankState.READY, 1: RankState.READY}
+    finally:
+        eng.stop()
