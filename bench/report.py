@@ -67,6 +67,15 @@ def targets(results: dict) -> list[dict]:
                 lambda v: v <= 1.0, "s")
             add("1024 ranks: resident memory when ready", row.get("rss_mb_ready"), "<= 150 MB",
                 lambda v: v <= 150, "MB")
+    for row in results.get("provider_scale", []):
+        if row.get("skipped"):
+            continue
+        where = f"{row['provider']}, {row['ranks']} ranks"
+        add(f"all ranks ready ({where})", row.get("ready_s"), "<= 5 s", lambda v: v <= 5.0, "s")
+        add(f"resident memory when ready ({where})", row.get("rss_mb_ready"), "<= 150 MB", lambda v: v <= 150, "MB")
+        if row.get("idle"):
+            add(f"idle CPU ({where}, {row['idle']['seconds']:.0f} s)", row["idle"]["cpu_pct"], "< 1 %",
+                lambda v: v < 1.0, "%")
     for row in results.get("launch_json", []):
         if row["ranks"] >= 1024:
             add("launch.json with 1024 ranks written", row["new_s"], "<= 0.3 s", lambda v: v <= 0.3, "s")
@@ -163,6 +172,19 @@ def print_table(results: dict, console: Console | None = None) -> None:
                        f"{idle['cpu_pct']:.2f} / {idle['rss_mb']:.0f}" if idle else "-",
                        f"{soc['cpu_pct']:.2f} / {soc['rss_mb']:.0f}" if soc.get("rss_mb") is not None else "-")
         console.print(st)
+
+    rows = [r for r in results.get("provider_scale", []) if not r.get("skipped")]
+    if rows:
+        pt = Table(title="Attach to all ready through remote providers (cheap ranks)", title_justify="left")
+        for col in ("provider", "layout", "launch.json s", "ready s", "RSS MB", "threads", "idle CPU %"):
+            pt.add_column(col, justify="left" if col in ("provider", "layout") else "right")
+        for r in rows:
+            layout = (f"{r['pods']} pods x {r['ranks_per_pod']}" if r["provider"] == "kubernetes"
+                      else f"{r['hosts']} hosts x {r['ranks_per_host']}")
+            pt.add_row(r["provider"], layout, _f(r.get("launch_json_s"), "{:.2f}"), _f(r.get("ready_s"), "{:.2f}"),
+                       _f(r.get("rss_mb_ready")), str(r.get("threads_ready", "")),
+                       f"{r['idle']['cpu_pct']:.2f}" if r.get("idle") else "-")
+        console.print(pt)
 
     if results.get("storm"):
         s = results["storm"]

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bench_stacks, measure, paths, report, scale, storm
+from bench import bench_stacks, measure, paths, provider_scale, report, scale, storm
 from tests.support.echo_server import EchoServer
 from tests.support.ranks import (
     BREAK_LINE,
@@ -42,6 +42,8 @@ def parse_args(argv):
                    help="how long idle forwards are watched at the largest count (default 10, --quick 5)")
     p.add_argument("--storm", type=int, default=None,
                    help="debuggers in the attach storm (default 64, --quick 16; 0 skips it)")
+    p.add_argument("--skip-providers", action="store_true",
+                   help="skip attach-to-ready through Kubernetes (128 pods x 8) and SSH (4 hosts x 64); root only")
     p.add_argument("--out", type=Path, default=None, help="JSON output file (default bench/results/<time>.json)")
     return p.parse_args(argv)
 
@@ -291,6 +293,9 @@ def main(argv=None) -> int:
                 results["storm"] = storm.run(workdir, storm_n, log)
             log("dbgfwd stacks: 4 and 64 ranks")
             results["stacks"] = [bench_stacks.stacks_time(workdir, n) for n in (4, 64)]
+            if not args.skip_providers:
+                results["provider_scale"] = provider_scale.run(128, 8, 4, 64, args.idle_seconds or cfg["idle_seconds"],
+                                                               None, log)
     report.add_ratios(results)
     report.print_table(results)
     out = args.out or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"

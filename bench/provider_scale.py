@@ -1,0 +1,182 @@
+"""Providers at scale: the same attach-to-ready and idle figures as bench/scale.py, through a remote provider.
+
+    python -m bench.provider_scale [--pods 128] [--ranks-per-pod 8] [--hosts 4] [--ranks-per-host 64]
+                                   [--idle-seconds 10] [--only kubernetes|ssh]
+
+Kubernetes: a PyTorchJob of `--pods` pods on the test API server (each pod a network namespace: root), each pod
+running `--ranks-per-pod` cheap ranks (a listener and a marker each, forked from one Python). Figures: seconds
+from `dbgfwd attach` start until launch.json is written and until every rank is ready; the attach's resident
+memory and threads; its idle CPU. Pods start before the clock does.
+SSH: `--hosts` test hosts (network namespaces with a real sshd: root), each with `--ranks-per-host` listeners, all
+ranks over one SSH connection per host; the same figures. Asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.paths import DbgfwdAttach  # noqa: E402
+from bench.scale import idle_cost, rss_mb, threads_of  # noqa: E402
+
+NS = "scale"
+KF = "training.kubeflow.org/"
+
+# One Python per pod forks its ranks (a marker names one pid): 1024 cheap ranks cost ~1 MB each, not 15.
+FORKING_RANKS = '''\
+import os, socket, sys
+from dbgfwd.rank import markers
+n, node, nodes = int(sys.argv[1]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+base = int(os.environ.get("DBGFWD_BASE_PORT", "5678"))
+kids = []
+for lr in range(n):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", base + lr))
+        s.listen(8)
+        markers.write_marker(markers.new_marker(node * n + lr, lr, base + lr, "127.0.0.1", nodes * n, "bench", []))
+        while True:
+            c, _ = s.accept()
+            c.close()
+    kids.append(pid)
+for _ in kids:
+    os.wait()
+'''
+
+
+def kubernetes(pods: int, per_pod: int, idle_seconds: float = 0.0, log=lambda msg: None) -> dict:
+    from tests.support import k8s_jobs
+    from tests.support.k8s_server import K8sServer
+
+    out: dict = {"provider": "kubernetes", "pods": pods, "ranks_per_pod": per_pod, "ranks": pods * per_pod}
+    with K8sServer() as srv, tempfile.TemporaryDirectory(prefix="dbgfwd-k8s-scale-") as tmp:
+        kubeconfig = srv.kubeconfig(srv.root / "kubeconfig")
+        program = k8s_jobs.app_dir(srv) / "forking_ranks.py"
+        program.write_text(FORKING_RANKS)
+        t0 = time.perf_counter()
+        started = []
+        for i in range(pods):
+            rtype, index = ("master", 0) if i == 0 else ("worker", i - 1)
+            labels = {KF + "job-name": "train", KF + "replica-type": rtype, KF + "replica-index": str(index),
+                      KF + "operator-name": "pytorchjob-controller"}
+            started.append(srv.add_pod(f"train-{rtype}-{index}", NS, labels=labels,
+                                       env={"RANK": str(i), "WORLD_SIZE": str(pods), "PYTHONPATH": str(ROOT)},
+                                       command=[sys.executable, str(program), str(per_pod)],
+                                       working_dir=str(program.parent), owner=("PyTorchJob", "train")))
+        for pod in started:
+            deadline = time.monotonic() + 300
+            while len(list(pod.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) < per_pod:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pod {pod.name}: ranks never started: {pod.runtime.log_text()[-500:]}")
+                time.sleep(0.05)
+        out["pods_started_s"] = round(time.perf_counter() - t0, 2)  # not part of any figure
+        log(f"  {pods} pods x {per_pod} ranks running ({out['pods_started_s']} s); attaching")
+        ws = Path(tmp) / "ws"
+        ws.mkdir()
+        attach = DbgfwdAttach(["pytorchjob/train", "-n", NS, "--kubeconfig", str(kubeconfig)], ws,
+                              Path(tmp) / "attach.log")
+        try:
+            out["ready_s"] = attach.wait_ready(pods * per_pod, timeout=float(os.environ.get("SCALE_TIMEOUT", "600")))
+            out["launch_json_s"] = attach.launch_json_s
+            out["rss_mb_ready"] = rss_mb(attach.proc.pid)
+            out["threads_ready"] = threads_of(attach.proc.pid)
+            session = attach.session() or {}
+            out["ranks_seen"] = len(session.get("ranks", []))
+            if idle_seconds:
+                time.sleep(2.0)
+                out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
+        finally:
+            attach.stop()
+    return out
+
+
+def ssh(hosts: int, per_host: int, idle_seconds: float = 0.0, log=lambda msg: None) -> dict:
+    from bench import bench_ssh
+    from tests.support.netns import Lab
+
+    out: dict = {"provider": "ssh", "hosts": hosts, "ranks_per_host": per_host, "ranks": hosts * per_host}
+    with Lab() as lab:
+        names = [f"n{i}" for i in range(hosts)]
+        servers = [lab.add_host(name).popen([sys.executable, "-c", bench_ssh.SERVERS, "ranks",
+                                             *[str(5678 + i) for i in range(per_host)]]) for name in names]
+        try:
+            config = lab.write_ssh_config()
+            for name in names:
+                bench_ssh.wait_until(lambda h=lab.hosts[name]: len(bench_ssh.listening(h)) >= per_host + 1)
+            log(f"  {hosts} hosts x {per_host} ranks listening; attaching")
+            ws = lab.directory / "ws-scale"
+            t0 = time.perf_counter()
+            run = bench_ssh.attach(lab, ws, config, names, "--ranks-per-node", str(per_host),
+                                   "--local-base-port", "40000")
+            try:
+                launch = ws / ".vscode" / "launch.json"
+                deadline = time.monotonic() + 300
+                while not bench_ssh.all_ready(ws, hosts * per_host):
+                    if out.get("launch_json_s") is None and launch.exists():
+                        out["launch_json_s"] = time.perf_counter() - t0
+                    if run.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("attach ended or timed out: "
+                                           + (ws / "attach.log").read_text(errors="replace")[-2000:])
+                    time.sleep(0.005)
+                out["ready_s"] = time.perf_counter() - t0
+                out["launch_json_s"] = out.get("launch_json_s") or out["ready_s"]
+                out["rss_mb_ready"] = rss_mb(run.pid)
+                out["threads_ready"] = threads_of(run.pid)
+                out["ranks_seen"] = len(bench_ssh.ranks_state(ws))
+                if idle_seconds:
+                    time.sleep(2.0)
+                    out["idle"] = idle_cost([run.pid], idle_seconds)
+            finally:
+                bench_ssh.stop(run)
+        finally:
+            for p in servers:
+                p.kill()
+                p.wait(5)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.provider_scale", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pods", type=int, default=128)
+    ap.add_argument("--ranks-per-pod", type=int, default=8)
+    ap.add_argument("--hosts", type=int, default=4)
+    ap.add_argument("--ranks-per-host", type=int, default=64)
+    ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--only", choices=("kubernetes", "ssh"), default=None)
+    args = ap.parse_args(argv)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    res = run(args.pods, args.ranks_per_pod, args.hosts, args.ranks_per_host, args.idle_seconds, args.only, log)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def run(pods: int, per_pod: int, hosts: int, per_host: int, idle_seconds: float, only: str | None, log) -> list:
+    """Every provider's figures; a provider that cannot run here (not root) is skipped with the reason."""
+    import os
+
+    out = []
+    if os.geteuid() != 0:
+        return [{"provider": p, "skipped": "needs root (pods and test hosts are network namespaces)"}
+                for p in ("kubernetes", "ssh") if only in (None, p)]
+    if only in (None, "kubernetes"):
+        log(f"kubernetes at scale: {pods} pods x {per_pod} ranks")
+        out.append(kubernetes(pods, per_pod, idle_seconds, log))
+    if only in (None, "ssh"):
+        log(f"ssh at scale: {hosts} hosts x {per_host} ranks")
+        out.append(ssh(hosts, per_host, idle_seconds, log))
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
