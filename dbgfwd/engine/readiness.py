@@ -30,6 +30,8 @@ class Readiness:
         self.settings = settings
         self.planning = planning
         self._last_probe: dict[str, float] = {}
+        self._settled_every: dict[str, float] = {}  # target key -> its settled probe interval now
+        self._last_seen: dict[str, tuple] = {}  # target key -> what its last probe found
         self._said: set = set()
         self._roots_changed = False
         self._pool = ThreadPoolExecutor(max_workers=settings.probe_workers, thread_name_prefix="dbgfwd-probe")
@@ -41,15 +43,19 @@ class Readiness:
             entries = list(self.table.ranks.values())
         pending = {r.target.key for r in entries if r.target and not r.ready}
         hot = {r.target.key for r in entries if r.target and r.retrying}
+        # A target with no ranks planned yet is looked at often (its ranks are starting). Known from the plan,
+        # not from t.ranks: targets whose layout comes from markers never carry ranks of their own, and 128
+        # such pods were probed every second, settled or not.
+        planned = {r.target.key for r in entries if r.target}
         now = time.monotonic()
         due = []
         for t in targets:
             if t.key in hot:
                 interval = s.hot_poll_interval
-            elif t.key in pending or not t.ranks:
+            elif t.key in pending or (not t.ranks and t.key not in planned):
                 interval = s.poll_interval
             else:
-                interval = s.settled_poll_interval
+                interval = self._settled_every.get(t.key, s.settled_poll_interval)
             if force or now - self._last_probe.get(t.key, 0.0) >= interval:
                 due.append(t)
         return due
@@ -69,6 +75,7 @@ class Readiness:
                 log.warning("readiness probe of %s did not finish in %.0fs", key, self.settings.probe_timeout)
                 results[key] = None
             self._last_probe[key] = now
+            self._pace(key, results[key])
         self._roots_changed = False
         changed, wake = self._fold(results, oob)
         self._say_disagreements(results)
@@ -87,6 +94,20 @@ class Readiness:
                     self.table.wake_ranks(wake_new)
         if changed:
             self.table.state_changed()
+
+    def _pace(self, key: str, res) -> None:
+        """A settled target whose probes keep finding the same is probed less and less often (up to the
+        provider's settled_probe_max); anything new sets it back to settled_poll_interval."""
+        s = self.settings
+        seen = None if res is None else (tuple(sorted((m.pid, m.rank, m.port) for m in getattr(res, "markers", ()))),
+                                         getattr(res, "listening", None), getattr(res, "tcp_known", None))
+        every = self._settled_every.get(key, s.settled_poll_interval)
+        if seen is not None and seen == self._last_seen.get(key):
+            every = min(max(s.settled_poll_interval, self.provider.settled_probe_max), every * 2)
+        else:
+            every = s.settled_poll_interval
+        self._settled_every[key] = every
+        self._last_seen[key] = seen
 
     def _fold(self, results: dict, oob: bool) -> tuple[bool, list]:
         """Readiness of every rank from the probes' results. (anything changed, entries to wake)."""

@@ -142,6 +142,10 @@ class Provider(ABC):
     options: ClassVar[Sequence[ProviderOption]] = ()
     # Seconds between keepalive() calls while attached.
     keepalive_interval: ClassVar[float] = 30.0
+    # How far apart probes of a settled target may drift while they keep finding the same thing (the engine
+    # doubles the interval up to this). A provider whose probe is costly and that hears of pod/host changes
+    # another way (a watch) raises it; a client's failed connect makes a target hot again at once.
+    settled_probe_max: ClassVar[float] = 5.0
 
     def __init__(self, config: ProviderConfig):
         self.config = config
