@@ -408,10 +408,13 @@ def parse_probe_output(text: str) -> ProbeResult:
                        listening=listening, tcp_known=tcp_known, owners=owners, uid=uid)
 
 
-def local_probe(directory: Path | None = None) -> ProbeResult:
-    """The same probe, run on this machine without a shell."""
+def local_probe(directory: Path | None = None, sockets: bool = True) -> ProbeResult:
+    """The same probe, run on this machine without a shell. sockets=False: the markers only (the socket table
+    is the costly part: the kernel formats every socket of the machine)."""
     from dbgfwd.platform import tcp_table
 
+    if not sockets:
+        return ProbeResult(markers=tuple(read_markers(directory)), uid=os.getuid())
     table = tcp_table()
     listening, owners = listening_sockets(table or "")
     return ProbeResult(markers=tuple(read_markers(directory)), listening=listening, tcp_known=table is not None,

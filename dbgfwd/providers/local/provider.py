@@ -40,11 +40,11 @@ class LocalProvider(Provider):
     def _dir(self) -> Path:
         return self.config.opt("runtime_dir") or markers.runtime_dir()
 
-    def _probe(self) -> tuple[markers.ProbeResult, list[int]]:
+    def _probe(self, sockets: bool = True) -> tuple[markers.ProbeResult, list[int]]:
         """The probe, keeping only the markers of this job: ranks whose port is base + local rank for the
         --base-port asked (another project's ranks in the same marker folder are not ours to forward).
         Also the base ports of the other jobs seen there, for the message when none is ours."""
-        probe = markers.local_probe(self._dir())
+        probe = markers.local_probe(self._dir(), sockets=sockets)
         base = self.config.base_port
         mine = tuple(of_job(probe.markers, base))
         others = sorted({m.port - m.local_rank for m in probe.markers} - {base})
@@ -52,7 +52,11 @@ class LocalProvider(Provider):
 
     def discover(self) -> Discovery:
         directory = self._dir()
-        probe, other_bases = self._probe()
+        # The job's markers are the ranks; the socket table is read only for the fallback (plain debugpy
+        # listeners, when there are no markers of this job). Rediscovery runs every few seconds.
+        probe, other_bases = self._probe(sockets=False)
+        if not probe.markers:
+            probe, other_bases = self._probe()
         ranks = {r.rank: r for r in marker_ranks(probe.markers)}
         cwd = next((m.cwd for m in probe.markers if m.cwd), None)
         claimed = {m.port for m in probe.markers}
