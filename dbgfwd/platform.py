@@ -1,7 +1,7 @@
 """Every Linux-only mechanism dbgfwd uses, in one place.
 
-On Linux the kernel's socket tables (/proc/net/tcp{,6}) say which user owns each socket and /proc which
-process started when. Elsewhere (macOS, Windows laptops running attach/status/gen-launch) these answer
+On Linux the kernel says which user owns a socket (sock_diag for one socket, /proc/net/tcp{,6} for all), /proc
+which process started when, and a pidfd when a watched process ends. Elsewhere (macOS, Windows laptops running attach/status/gen-launch) these answer
 None and what depends on them is degraded, as docs/security.md says: forwards cannot tell which local
 user connected (they rely on binding 127.0.0.1 only), and a session's liveness is judged by its pid alone.
 """
