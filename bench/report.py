@@ -86,6 +86,13 @@ def targets(results: dict) -> list[dict]:
             "<= 2 s", lambda v: v <= 2.0, "s")
         add(f"attach storm: {n} debuggers, dbgfwd local / direct", storm.get("ratio"), "<= 1.3x",
             lambda v: v <= 1.3, "x")
+    storm_ssh = results.get("storm_ssh") or {}
+    if storm_ssh:
+        n = storm_ssh["ranks"]
+        add(f"attach storm: {n} debuggers stopped (dbgfwd ssh)", _get(storm_ssh, "dbgfwd-ssh", "all_stopped_s"),
+            "<= 2 s", lambda v: v <= 2.0, "s")
+        add(f"attach storm: {n} debuggers, dbgfwd ssh / direct over the link", storm_ssh.get("ratio"), "<= 1.3x",
+            lambda v: v <= 1.3, "x")
     for name in ("dbgfwd local", "dbgfwd ssh", "dbgfwd ssh openssh"):
         rec = _get(results["paths"].get(name), "reconnect", "max_s")
         if rec is not None:

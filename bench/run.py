@@ -296,6 +296,8 @@ def main(argv=None) -> int:
             if not args.skip_providers:
                 results["provider_scale"] = provider_scale.run(128, 8, 4, 64, args.idle_seconds or cfg["idle_seconds"],
                                                                None, log)
+                if storm_n and __import__("os").geteuid() == 0:
+                    results["storm_ssh"] = storm.run_ssh(storm_n, log)
     report.add_ratios(results)
     report.print_table(results)
     out = args.out or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"

@@ -4,7 +4,8 @@ Each debugger does the whole VS Code start: initialize, attach, setBreakpoints, 
 for the rank to stop at the breakpoint. The figure is the time from the common start until the last one is
 stopped, through `dbgfwd attach` (local provider) and, in the same run, straight to the ranks' own ports.
 
-    python -m bench.storm [--ranks 64]
+    python -m bench.storm [--ranks 64]           # local provider
+    python -m bench.storm --ssh [--ranks 64]     # dbgfwd ssh to a test host (root)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.paths import DbgfwdAttach
+from bench.paths import ROOT, DbgfwdAttach
 from bench.scale import Ranks, _port_block
 from tests.support.dap import DapClient
 from tests.support.ranks import BREAK_LINE, write_program
@@ -87,12 +88,66 @@ def run(workdir: Path, count: int, log=lambda msg: None) -> dict:
     return out
 
 
+def run_ssh(count: int, log=lambda msg: None) -> dict:
+    """The same storm through `dbgfwd attach --provider ssh`: `count` debugpy ranks on one test host (a network
+    namespace with a real sshd; root), debuggers in the lab's client namespace. The direct baseline reaches the
+    ranks over the lab's link (they listen on every address of the host for it), with no SSH in between."""
+    import os
+
+    from bench import bench_ssh
+    from tests.support.netns import Lab
+    from tests.support.ranks import start_rank, wait_for_markers
+
+    out: dict = {"ranks": count, "provider": "ssh"}
+    with Lab() as lab:
+        host = lab.add_host("h1")
+        config = lab.write_ssh_config()
+        inside_dir = f"/tmp/dbgfwd-{os.getuid()}"
+        program = write_program(lab.directory)
+        base = 5678
+        log(f"storm over ssh: starting {count} debugpy ranks on a test host")
+        procs = [start_rank(program, r, r, lab.directory / "ranks", base_port=base, world_size=count,
+                            cmd_prefix=host.prefix(), extra_args=["--host", "0.0.0.0"],
+                            extra_env={"DBGFWD_RUNTIME_DIR": inside_dir, "PYTHONPATH": str(ROOT)})
+                 for r in range(count)]
+        try:
+            wait_for_markers(host.path(inside_dir), set(range(count)), timeout=600, procs=procs)
+            with lab.client.inside():
+                log(f"storm over ssh: {count} debuggers straight to the ranks over the link")
+                out["direct"] = storm({r: (host.address, base + r) for r in range(count)}, str(program))
+            ws = lab.directory / "ws-storm"
+            attach = bench_ssh.attach(lab, ws, config, ["h1"], "--no-job-session", "--local-base-port", "40000")
+            try:
+                deadline = time.monotonic() + 300
+                while not bench_ssh.all_ready(ws, count):
+                    if attach.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError((ws / "attach.log").read_text(errors="replace")[-2000:])
+                    time.sleep(0.05)
+                endpoints = {int(r["rank"]): ("127.0.0.1", int(r["local_port"])) for r in bench_ssh.ranks_state(ws)}
+                with lab.client.inside():
+                    log(f"storm over ssh: {count} debuggers through dbgfwd ssh")
+                    out["dbgfwd-ssh"] = storm(endpoints, str(program))
+            finally:
+                bench_ssh.stop(attach)
+        finally:
+            for p in procs:
+                p.stop()
+    d, f = out["direct"]["all_stopped_s"], out["dbgfwd-ssh"]["all_stopped_s"]
+    out["ratio"] = (f / d) if d and f else None
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ranks", type=int, default=64)
+    ap.add_argument("--ssh", action="store_true", help="through dbgfwd ssh to a test host instead (root)")
     args = ap.parse_args(argv)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.ssh:
+        print(json.dumps(run_ssh(args.ranks, log), indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="dbgfwd-storm-") as tmp:
-        result = run(Path(tmp), args.ranks, log=lambda m: print(m, file=sys.stderr, flush=True))
+        result = run(Path(tmp), args.ranks, log=log)
     print(json.dumps(result, indent=2))
     return 0
 
