@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from dbgfwd.errors import UsageError
-from dbgfwd.plan.layout import RankSlot
+
+if TYPE_CHECKING:  # not at run time: `status` formats rank ranges without loading the layout (and providers)
+    from dbgfwd.plan.layout import RankSlot
 
 
 def format_ranks(ranks: Sequence[int]) -> str:
