@@ -6,7 +6,8 @@
 Kubernetes: a PyTorchJob of `--pods` pods on the test API server (each pod a network namespace: root), each pod
 running `--ranks-per-pod` cheap ranks (a listener and a marker each, forked from one Python). Figures: seconds
 from `dbgfwd attach` start until launch.json is written and until every rank is ready; the attach's resident
-memory and threads; its idle CPU. Pods start before the clock does.
+memory and threads; its idle CPU. Pods start before the clock does. SCALE_TIMEOUT (seconds, default 600) bounds
+the wait for every rank to be ready.
 SSH: `--hosts` test hosts (network namespaces with a real sshd: root), each with `--ranks-per-host` listeners, all
 ranks over one SSH connection per host; the same figures. Asserts nothing about time.
 """
