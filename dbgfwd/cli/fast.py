@@ -30,7 +30,8 @@ def _plain_value(param, ctx, value):
 
     descriptor = getattr(param, "type_descriptor", None)
     info = getattr(descriptor, "parameter_info", None)
-    if info is None or info.parser is not None or param.multiple or param.nargs != 1:
+    if info is None or info.parser is not None or param.multiple or param.nargs != 1 \
+            or getattr(descriptor, "choices", None) is not None:  # a choice is checked by typer
         return _NOT_PLAIN
     annotation = descriptor.annotation
     if annotation is str and type(value) is str:
