@@ -12,6 +12,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/setup.sh test
-# Two workers, each taking whole test files: the suite mostly waits (ranks starting, links cut, timeouts held),
-# so on 2 cores it takes about half as long. DBGFWD_TEST_WORKERS=0 runs it in one process.
-exec .venv/bin/python -m pytest -n "${DBGFWD_TEST_WORKERS:-2}" --dist loadfile "$@"
+# One process by default. DBGFWD_TEST_WORKERS=2 runs two pytest-xdist workers, each taking whole test files: the
+# suite mostly waits, so that takes about half as long, but tests of two workers still meet on this machine's
+# shared state (the user's default marker folder, processes matched by name) and 2 of 6 full runs failed that way.
+exec .venv/bin/python -m pytest -n "${DBGFWD_TEST_WORKERS:-0}" --dist loadfile "$@"
