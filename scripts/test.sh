@@ -14,6 +14,6 @@ fi
 bash scripts/setup.sh test
 # One process by default. DBGFWD_TEST_WORKERS=2 runs two pytest-xdist workers, each taking whole test files: the
 # suite mostly waits, so that takes about half as long, but tests of two workers still meet on this machine's
-# shared state (a debugpy listener in another test's port range, processes matched by name): 2 of 6 full runs
-# failed that way.
+# shared state (a debugpy listener in another test's port range, processes matched by name): the last of 6 full
+# parallel runs failed that way.
 exec .venv/bin/python -m pytest -n "${DBGFWD_TEST_WORKERS:-0}" --dist loadfile "$@"
