@@ -79,20 +79,15 @@ def targets(results: dict) -> list[dict]:
     for row in results.get("launch_json", []):
         if row["ranks"] >= 1024:
             add("launch.json with 1024 ranks written", row["new_s"], "<= 0.3 s", lambda v: v <= 0.3, "s")
-    storm = results.get("storm") or {}
-    if storm:
-        n = storm["ranks"]
-        add(f"attach storm: {n} debuggers stopped (dbgfwd local)", _get(storm, "dbgfwd-local", "all_stopped_s"),
-            "<= 2 s", lambda v: v <= 2.0, "s")
-        add(f"attach storm: {n} debuggers, dbgfwd local / direct", storm.get("ratio"), "<= 1.3x",
-            lambda v: v <= 1.3, "x")
-    storm_ssh = results.get("storm_ssh") or {}
-    if storm_ssh:
-        n = storm_ssh["ranks"]
-        add(f"attach storm: {n} debuggers stopped (dbgfwd ssh)", _get(storm_ssh, "dbgfwd-ssh", "all_stopped_s"),
-            "<= 2 s", lambda v: v <= 2.0, "s")
-        add(f"attach storm: {n} debuggers, dbgfwd ssh / direct over the link", storm_ssh.get("ratio"), "<= 1.3x",
-            lambda v: v <= 1.3, "x")
+    for key, path, baseline in (("storm", "dbgfwd local", "direct"),
+                                ("storm_ssh", "dbgfwd ssh", "direct over the link")):
+        storm = results.get(key) or {}
+        if storm:
+            n = storm["ranks"]
+            add(f"attach storm: {n} debuggers stopped ({path})", _get(storm, path.replace(" ", "-"), "all_stopped_s"),
+                "<= 2 s", lambda v: v <= 2.0, "s")
+            add(f"attach storm: {n} debuggers, {path} / {baseline}", storm.get("ratio"), "<= 1.3x",
+                lambda v: v <= 1.3, "x")
     for name in ("dbgfwd local", "dbgfwd ssh", "dbgfwd ssh openssh"):
         rec = _get(results["paths"].get(name), "reconnect", "max_s")
         if rec is not None:

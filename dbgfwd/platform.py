@@ -1,9 +1,10 @@
 """Every Linux-only mechanism dbgfwd uses, in one place.
 
 On Linux the kernel says which user owns a socket (sock_diag for one socket, /proc/net/tcp{,6} for all), /proc
-which process started when, and a pidfd when a watched process ends. Elsewhere (macOS, Windows laptops running attach/status/gen-launch) these answer
-None and what depends on them is degraded, as docs/security.md says: forwards cannot tell which local
-user connected (they rely on binding 127.0.0.1 only), and a session's liveness is judged by its pid alone.
+which process started when, and a pidfd when a watched process ends. Elsewhere (macOS, Windows laptops running
+attach/status/gen-launch) these answer None and what depends on them is degraded, as docs/security.md says:
+forwards cannot tell which local user connected (they rely on binding 127.0.0.1 only), and a session's liveness is
+judged by its pid alone.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def peer_uid(sock: socket.socket) -> int | None:
     return None
 
 
-_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR = 4, 20, 2
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY = 4, 20
 _NO_COOKIE = 0xFFFFFFFF
 
 

@@ -350,7 +350,7 @@ def listening_sockets(text: str) -> tuple[frozenset[tuple[str, int]], dict[int, 
         parts = line.split(None, 8)
         if len(parts) < 8 or parts[3] != "0A":
             continue
-        lip, sep, lport = parts[1].rpartition(":")
+        lip, _, lport = parts[1].rpartition(":")
         try:
             port, uid = int(lport, 16), int(parts[7])
             listening.add((_decode_ip(lip), port))

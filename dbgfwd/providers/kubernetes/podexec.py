@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 
 from dbgfwd.errors import UpstreamError
+from dbgfwd.net.poll import readable
 from dbgfwd.providers.kubernetes.cluster import Cluster
 from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws
-from dbgfwd.net.poll import readable
 
 STDOUT, STDERR, STATUS = 1, 2, 3
 MAX_OUTPUT = 4 * 1024 * 1024

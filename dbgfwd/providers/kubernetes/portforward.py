@@ -18,8 +18,8 @@ import time
 
 from dbgfwd.errors import UpstreamError
 from dbgfwd.net import wsframes as frames
-from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
 from dbgfwd.net.poll import readable
+from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
 

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dbgfwd.errors import AuthError, BadFileError, DbgfwdError, ProviderUnavailable, UnreachableError, UpstreamError
+from dbgfwd.net.poll import readable
 from dbgfwd.providers.ssh.failures import upstream
 from dbgfwd.providers.ssh.reconnect import EXEC_OUTPUT_LIMIT, Reconnecting
 from dbgfwd.providers.ssh.settings import DEFAULT_ALIVE_COUNT, DEFAULT_ALIVE_INTERVAL, Defaults, host_label
 from dbgfwd.providers.ssh.targets import HostSpec
-from dbgfwd.net.poll import readable
 
 log = logging.getLogger("dbgfwd.ssh")
 
