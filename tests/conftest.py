@@ -24,9 +24,13 @@ def _isolate(tmp_path, monkeypatch):
 
 
 def free_port_block(count: int, start: int = 20000) -> int:
-    """A base port whose `count` ports are free now (bind check only)."""
+    """A base port whose `count` ports are free now (bind check only). The 64 ports above the base are free too:
+    the local provider takes a debugpy listener there for a rank when a job has no markers yet, and a debugpy left
+    by an earlier test must not sit in a new test's range."""
     from dbgfwd.plan.ports import port_is_free
+    from dbgfwd.providers.local.provider import PORT_SPAN
 
+    span_checked = max(count, PORT_SPAN)
     # Parallel workers (pytest-xdist) look in disjoint ranges, below the kernel's ephemeral ports (32768+);
     # attach's default local ports (base + 1000) stay in the worker's range too.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -35,12 +39,12 @@ def free_port_block(count: int, start: int = 20000) -> int:
         low = 20000 + int(worker[2:]) * span
         # `start` keeps its place, scaled into the worker's range (20000 -> its start, 40000 -> its middle)
         base = low + max(0, start - 20000) * span // 40000 + (os.getpid() % 10) * 50
-        limit = low + span - 500
+        limit = low + span - 1000
     else:
         base = start + (os.getpid() % 200) * 50
         limit = 60000
-    while base + count < limit:
-        if all(port_is_free(base + i) for i in range(count)):
+    while base + span_checked < limit:
+        if all(port_is_free(base + i) for i in range(span_checked)):
             return base
         base += count + 7
     raise RuntimeError("no free port block")

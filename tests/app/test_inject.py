@@ -4,6 +4,7 @@ while it runs, attached through launch.json, debugged rank by rank, and survives
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_a_running_torchrun_job_is_injected_attached_debugged_and_survives_a_hol
     try:
         assert markers.read_markers(job.runtime) == []  # nothing of dbgfwd's in the job yet
         before = job.steps(0)
-        bg = cli.Background("attach", "--provider", "local", "--inject", "--match", "train.py",
+        bg = cli.Background("attach", "--provider", "local", "--inject", "--match", re.escape(str(job.program)),
                             "--runtime-dir", str(job.runtime), "--base-port", str(base),
                             "--local-base-port", str(local_base), "--workspace", str(ws), log=tmp_path / "attach.log")
         cli.wait_ready(ws, timeout=120, bg=bg)
@@ -89,7 +90,7 @@ def test_my_job_is_hung_right_now_inject_then_stacks_then_the_odd_rank(tmp_path,
         job.wait_steps(0, 10)
         time.sleep(0.5)
         assert job.steps(0) == 10  # hung: rank 3 never joins the 11th all_reduce
-        bg = cli.Background("attach", "--provider", "local", "--inject", "--match", "train.py",
+        bg = cli.Background("attach", "--provider", "local", "--inject", "--match", re.escape(str(job.program)),
                             "--runtime-dir", str(job.runtime), "--base-port", str(base),
                             "--local-base-port", str(local_base), "--workspace", str(ws), log=tmp_path / "attach.log")
         cli.wait_ready(ws, timeout=120, bg=bg)

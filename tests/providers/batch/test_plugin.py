@@ -13,7 +13,7 @@ import pytest
 from dbgfwd.errors import ProviderUnavailable
 from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.batch import BatchProvider
-from tests.support import require
+from tests.support import cli, require
 from tests.providers.batch.test_faults import echo_server
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -104,7 +104,11 @@ def test_the_plugin_resumes_after_a_websocket_drop(plugin_world):
     try:
         s = p.open_stream(target, srv.getsockname()[1], 30)
         assert _echo_round(s, b"before") == b"before"
+        sess = next(iter(plugin_world.agent.sessions.values()))
         plugin_world.agent.close_websockets()  # the plugin calls ResumeSession and reopens the stream URL
+        # Sent once the plugin is back: what a client sends WHILE it reconnects is lost for good (its upload loop
+        # ends on the failed write and the message never reaches its resend buffer; README, "AWS Batch").
+        cli.wait_for(lambda: sess.connections == 2, what="the plugin's new websocket", timeout=60)
         assert _echo_round(s, b"after the drop") == b"after the drop"
         assert plugin_world.fake.ops("ResumeSession")
         s.close()
@@ -148,7 +152,6 @@ def test_attach_through_the_real_plugin_debugs_a_rank_held_at_a_breakpoint(plugi
     silent for 12 s (longer than the plugin's old 10 s stream timeout), then evaluate and go on."""
     import time
 
-    from tests.support import cli
     from tests.support.dap import DapClient
     from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
 
