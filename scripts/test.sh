@@ -12,8 +12,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/setup.sh test
-# One process by default. DBGFWD_TEST_WORKERS=2 runs two pytest-xdist workers, each taking whole test files: the
-# suite mostly waits, so that takes about half as long, but tests of two workers still meet on this machine's
-# shared state (a debugpy listener in another test's port range, processes matched by name): the last of 6 full
-# parallel runs failed that way.
-exec .venv/bin/python -m pytest -n "${DBGFWD_TEST_WORKERS:-0}" --dist loadfile "$@"
+# Two pytest-xdist workers, each taking whole test files: the suite mostly waits on real processes and networks, so
+# two workers take about half as long on 2 cores. Tests are written so that two workers never meet: each worker
+# takes ports from its own range (tests/conftest.py), and nothing is matched machine-wide by name alone.
+# DBGFWD_TEST_WORKERS=0 runs everything in this one process (slower; tracebacks read more easily).
+exec .venv/bin/python -m pytest -n "${DBGFWD_TEST_WORKERS:-2}" --dist loadfile "$@"
