@@ -175,6 +175,11 @@ def run_command(body: Callable[[], int]) -> int:
         for sig, prev in previous.items():
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(sig, prev)
+        # The process ends now. A thread the command gave up on (attach's start-up, stopped while it wrote
+        # ports.json) dies with the interpreter wherever it is: its temp file must not stay behind.
+        fsutil = sys.modules.get("dbgfwd.fsutil")  # not imported: nothing was written (and --help stays fast)
+        if fsutil is not None:
+            fsutil.remove_temp_files()
     code = result[0] if result else int(ExitCode.ERROR)
     signalled = exit_code()
     return int(signalled) if signalled is not None else code
