@@ -1,7 +1,8 @@
 """Providers at scale: the same attach-to-ready and idle figures as bench/scale.py, through a remote provider.
 
     python -m bench.provider_scale [--pods 128] [--ranks-per-pod 8] [--hosts 4] [--ranks-per-host 64]
-                                   [--idle-seconds 10] [--only kubernetes|ssh]
+                                   [--nodes 16] [--ranks-per-node 8] [--idle-seconds 10]
+                                   [--only kubernetes|ssh|batch]
 
 Kubernetes: a PyTorchJob of `--pods` pods on the test API server (each pod a network namespace: root), each pod
 running `--ranks-per-pod` cheap ranks (a listener and a marker each, forked from one Python). Figures: seconds
@@ -9,7 +10,12 @@ from `dbgfwd attach` start until launch.json is written and until every rank is 
 memory and threads; its idle CPU. Pods start before the clock does. SCALE_TIMEOUT (seconds, default 600) bounds
 the wait for every rank to be ready.
 SSH: `--hosts` test hosts (network namespaces with a real sshd: root), each with `--ranks-per-host` listeners, all
-ranks over one SSH connection per host; the same figures. Asserts nothing about time.
+ranks over one SSH connection per host; the same figures.
+Batch: a multi-node parallel job of `--nodes` nodes x `--ranks-per-node` echo listeners (each node its own loopback
+address) on moto, the AWS test double and the test SSM agent. SSM sessions open when a client connects, so besides
+the same figures: seconds until one connection through EVERY rank, all made at once, has echoed (one SSM port
+session each: StartSession, websocket, handshake), and the idle cost with those sessions open. Asserts nothing
+about time.
 """
 
 from __future__ import annotations
@@ -147,35 +153,172 @@ def ssh(hosts: int, per_host: int, idle_seconds: float = 0.0, log=lambda msg: No
     return out
 
 
+# One process serves every node's listeners: echo what comes, so a connection proves its SSM session carries data.
+ECHOES = '''\
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for spec in sys.argv[1:]:
+    ip, port = spec.rsplit(":", 1)
+    s = socket.create_server((ip, int(port)), backlog=64)
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ, None)
+print("up", flush=True)
+while True:
+    for key, _ in sel.select():
+        if key.data is None:
+            c, _ = key.fileobj.accept()
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ, "c")
+        else:
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b""
+            if data:
+                key.fileobj.sendall(data)
+            else:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+'''
+
+
+def _free_base(ips: list[str], count: int) -> int:
+    import socket
+
+    for base in range(23000, 60000, count + 3):
+        try:
+            for ip in ips:
+                for p in range(base, base + count):
+                    with socket.socket() as t:
+                        t.bind((ip, p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free base port on every node address")
+
+
+def _echo_all(endpoints: list[tuple[str, int]], timeout: float) -> float:
+    """Seconds until a connection through each endpoint, all opened at once, has echoed one message."""
+    import socket
+    import threading
+
+    errors: list[str] = []
+    go = threading.Event()
+
+    def one(addr):
+        go.wait()
+        try:
+            with socket.create_connection(addr, timeout=timeout) as c:
+                c.sendall(b"ping")
+                got = b""
+                while len(got) < 4:
+                    chunk = c.recv(16)
+                    if not chunk:
+                        break
+                    got += chunk
+                if got != b"ping":
+                    errors.append(f"{addr}: {got!r}")
+        except OSError as exc:
+            errors.append(f"{addr}: {exc}")
+
+    threads = [threading.Thread(target=one, args=(a,), daemon=True) for a in endpoints]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    go.set()
+    for t in threads:
+        t.join(timeout + 5)
+    took = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(endpoints)} connections failed: {errors[:3]}")
+    return took
+
+
+def batch(nodes: int, per_node: int, idle_seconds: float = 0.0, log=lambda msg: None) -> dict:
+    import subprocess
+
+    from tests.support.batch_world import BatchWorld
+
+    out: dict = {"provider": "batch", "nodes": nodes, "ranks_per_node": per_node, "ranks": nodes * per_node}
+    ips = [f"127.0.1.{i + 1}" for i in range(nodes)]
+    base = _free_base(ips, per_node)
+    server = subprocess.Popen([sys.executable, "-c", ECHOES, *[f"{ip}:{base + i}" for ip in ips
+                                                                   for i in range(per_node)]],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        if server.stdout.readline().strip() != "up":
+            raise RuntimeError("the node listeners did not start")
+        with BatchWorld() as world, tempfile.TemporaryDirectory(prefix="dbgfwd-batch-scale-") as tmp:
+            job = world.mnp_job([(world.instance()[1], ip) for ip in ips])
+            log(f"  a {nodes}-node job x {per_node} ranks listening; attaching")
+            ws = Path(tmp) / "ws"
+            ws.mkdir()
+            attach = DbgfwdAttach(["--provider", "batch", job, "--ranks-per-node", str(per_node), "--base-port",
+                                   str(base)], ws, Path(tmp) / "attach.log", extra_env=world.env())
+            try:
+                timeout = float(os.environ.get("SCALE_TIMEOUT", "600"))
+                out["ready_s"] = attach.wait_ready(nodes * per_node, timeout=timeout)
+                out["launch_json_s"] = attach.launch_json_s
+                out["rss_mb_ready"] = rss_mb(attach.proc.pid)
+                out["threads_ready"] = threads_of(attach.proc.pid)
+                endpoints = sorted(attach.endpoints().values())
+                out["ranks_seen"] = len(endpoints)
+                out["first_echo_all_s"] = _echo_all(endpoints, timeout=120)
+                out["ssm_sessions"] = len(world.fake.ops("StartSession"))
+                out["rss_mb_sessions"] = rss_mb(attach.proc.pid)
+                out["threads_sessions"] = threads_of(attach.proc.pid)
+                if idle_seconds:
+                    time.sleep(2.0)
+                    out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
+            finally:
+                attach.stop()
+            if world.agent.violations:
+                raise RuntimeError(f"the SSM agent saw protocol violations: {world.agent.violations[:3]}")
+    finally:
+        server.kill()
+        server.wait(5)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.provider_scale", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pods", type=int, default=128)
     ap.add_argument("--ranks-per-pod", type=int, default=8)
     ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--ranks-per-host", type=int, default=64)
+    ap.add_argument("--nodes", type=int, default=16)
+    ap.add_argument("--ranks-per-node", type=int, default=8)
     ap.add_argument("--idle-seconds", type=float, default=10.0)
-    ap.add_argument("--only", choices=("kubernetes", "ssh"), default=None)
+    ap.add_argument("--only", choices=("kubernetes", "ssh", "batch"), default=None)
     args = ap.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    res = run(args.pods, args.ranks_per_pod, args.hosts, args.ranks_per_host, args.idle_seconds, args.only, log)
+    res = run(args.pods, args.ranks_per_pod, args.hosts, args.ranks_per_host, args.idle_seconds, args.only, log,
+              nodes=args.nodes, per_node=args.ranks_per_node)
     print(json.dumps(res, indent=2))
     return 0
 
 
-def run(pods: int, per_pod: int, hosts: int, per_host: int, idle_seconds: float, only: str | None, log) -> list:
+def run(pods: int, per_pod: int, hosts: int, per_host: int, idle_seconds: float, only: str | None, log,
+        nodes: int = 16, per_node: int = 8) -> list:
     """Every provider's figures; a provider that cannot run here (not root) is skipped with the reason."""
     import os
 
     out = []
-    if os.geteuid() != 0:
-        return [{"provider": p, "skipped": "needs root (pods and test hosts are network namespaces)"}
-                for p in ("kubernetes", "ssh") if only in (None, p)]
-    if only in (None, "kubernetes"):
-        log(f"kubernetes at scale: {pods} pods x {per_pod} ranks")
-        out.append(kubernetes(pods, per_pod, idle_seconds, log))
-    if only in (None, "ssh"):
-        log(f"ssh at scale: {hosts} hosts x {per_host} ranks")
-        out.append(ssh(hosts, per_host, idle_seconds, log))
+    root = os.geteuid() == 0
+    for name, run_one, what in (("kubernetes", lambda: kubernetes(pods, per_pod, idle_seconds, log),
+                                 f"{pods} pods x {per_pod} ranks"),
+                                ("ssh", lambda: ssh(hosts, per_host, idle_seconds, log),
+                                 f"{hosts} hosts x {per_host} ranks")):
+        if only not in (None, name):
+            continue
+        if not root:
+            out.append({"provider": name, "skipped": "needs root (pods and test hosts are network namespaces)"})
+            continue
+        log(f"{name} at scale: {what}")
+        out.append(run_one())
+    if only in (None, "batch"):
+        log(f"batch at scale: {nodes} nodes x {per_node} ranks")
+        out.append(batch(nodes, per_node, idle_seconds, log))
     return out
 
 

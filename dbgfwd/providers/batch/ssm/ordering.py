@@ -85,7 +85,11 @@ class Outbound:
     """
 
     def __init__(self, clock: Callable[[], float]):
-        self.lock = threading.Condition()
+        mutex = threading.RLock()
+        self.lock = threading.Condition(mutex)
+        # The retransmit thread waits here, apart from senders and acks: an idle session's thread sleeps until a
+        # frame enters an empty window, and a busy one until the oldest frame's timeout, never on every ack.
+        self._timer_cv = threading.Condition(mutex)
         self.timer = RetransmitTimer()
         self.closing = False
         self._paused = False
@@ -117,6 +121,8 @@ class Outbound:
                     raise UpstreamError(f"SSM session is closed: {why_closed() or 'closing'}")
                 seq = self._next_seq
                 self._next_seq += 1
+                if not self._window:
+                    self._timer_cv.notify_all()
                 frame = encode_frame(OP_BINARY, m.AgentMessage(m.INPUT, seq, payload_type,
                                                                bytes(view[off:off + CHUNK])).encode())
                 now = self._clock()
@@ -133,6 +139,22 @@ class Outbound:
             if not pending.retransmitted:  # Karn: only unambiguous samples
                 self.timer.sample(self._clock() - pending.first_sent)
             self.lock.notify_all()
+
+    def wait_due(self, idle: float) -> list[bytes]:
+        """Frames due again (see `due`), once the oldest unacknowledged frame's timeout has run out. With nothing
+        in flight, waits up to `idle` seconds for a frame to be sent and returns [] (as it does once closing)."""
+        with self.lock:
+            if self.closing:
+                return []
+            if not self._window:
+                self._timer_cv.wait(idle)
+                return []
+            wait = min(p.sent for p in self._window.values()) + self.timer.rto - self._clock()
+            if wait > 0:
+                self._timer_cv.wait(wait)
+                if self.closing:
+                    return []
+            return self.due()
 
     def due(self) -> list[bytes]:
         """Frames unacknowledged for longer than the RTO, marked as sent again now."""
@@ -169,3 +191,4 @@ class Outbound:
         with self.lock:
             self.closing = True
             self.lock.notify_all()
+            self._timer_cv.notify_all()
