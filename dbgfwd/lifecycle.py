@@ -25,6 +25,7 @@ log = logging.getLogger("dbgfwd")
 
 GRACE = 0.7  # seconds a command gets to stop on its own after the signal
 CLEANUP_BOUND = 0.3  # seconds the emergency cleanups may take together
+IDLE_JOIN = 0.5  # seconds the main thread waits on the command between checks while no stop was asked for
 
 _stop = threading.Event()
 _signal: list[int] = []  # the first signal received
@@ -151,8 +152,12 @@ def run_command(body: Callable[[], int]) -> int:
             log.debug("command failed", exc_info=True)
             result.append(int(ExitCode.ERROR))
 
+    signalled_at: list[float] = []
+
     def on_signal(signum, frame) -> None:
         first = not _stop.is_set()
+        if first:
+            signalled_at.append(time.monotonic())
         request_stop(signum)
         if not first and signum == signal.SIGINT:
             _abandon()
@@ -166,9 +171,12 @@ def run_command(body: Callable[[], int]) -> int:
         worker.start()
         deadline = None
         while worker.is_alive():
-            worker.join(0.05)
+            # The wait is cut short by the worker's end, and a signal's handler runs during it (POSIX lock waits
+            # are interruptible): a long wait while nothing happens keeps an idle attach from waking 20 times a
+            # second, and the grace period still counts from the signal.
+            worker.join(0.05 if _stop.is_set() else IDLE_JOIN)
             if _stop.is_set():
-                deadline = deadline or time.monotonic() + GRACE
+                deadline = deadline or (signalled_at[0] if signalled_at else time.monotonic()) + GRACE
                 if time.monotonic() >= deadline and worker.is_alive():
                     _abandon()
     finally:

@@ -277,7 +277,7 @@ def _serve(opts: AttachOptions, console: Console, engine: Engine, writer: Sessio
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                stop.wait(0.5 if remaining is None else min(0.5, remaining))
+                stop.wait(1.0 if remaining is None else min(1.0, remaining))
                 launch.retry()
                 if lock.restore():  # .dbgfwd/ was removed under us: put the lock and the state back now
                     writer.mark()
