@@ -411,11 +411,17 @@ def parse_probe_output(text: str) -> ProbeResult:
 def local_probe(directory: Path | None = None, sockets: bool = True) -> ProbeResult:
     """The same probe, run on this machine without a shell. sockets=False: the markers only (the socket table
     is the costly part: the kernel formats every socket of the machine)."""
-    from dbgfwd.platform import tcp_table
+    from dbgfwd import platform
 
     if not sockets:
         return ProbeResult(markers=tuple(read_markers(directory)), uid=os.getuid())
-    table = tcp_table()
-    listening, owners = listening_sockets(table or "")
-    return ProbeResult(markers=tuple(read_markers(directory)), listening=listening, tcp_known=table is not None,
+    asked = platform.listening_sockets()  # the kernel's listeners only, where it can be asked (Linux)
+    if asked is not None:
+        listening, owners = asked
+        known = True
+    else:
+        table = platform.tcp_table()
+        listening, owners = listening_sockets(table or "")
+        known = table is not None
+    return ProbeResult(markers=tuple(read_markers(directory)), listening=listening, tcp_known=known,
                        owners=owners, uid=os.getuid())

@@ -27,7 +27,7 @@ def test_rediscovery_of_ranks_with_markers_does_not_read_the_socket_table(tmp_pa
 def test_without_markers_discovery_still_looks_for_plain_debugpy_listeners(tmp_path, monkeypatch):
     tmp_path.chmod(0o700)
     read = []
-    monkeypatch.setattr(platform, "tcp_table", lambda: read.append(1) or "")
+    monkeypatch.setattr(platform, "listening_sockets", lambda: read.append(1) or (frozenset(), {}))
     p = LocalProvider(ProviderConfig(options={"runtime_dir": tmp_path}, base_port=6100))
     assert p.discover().targets == ()
     assert read
