@@ -53,6 +53,11 @@ class Monitor:
                     last_discover = now
                     discovery = self.provider.discover()
                     discovered = True
+                    with self.table.lock:
+                        before = dict(self.table.targets)
+                    # A target that discovery sees differently (a rank's process gone, a pod restarted) is probed
+                    # now, however settled it was: its readiness must not wait for a slow settled probe.
+                    self.readiness.probe_soon([t.key for t in discovery.targets if before.get(t.key) != t])
                     if self.planning.apply_targets(discovery.targets) or not self.table.settled():
                         discover_every = s.rediscover_interval
                     else:

@@ -60,6 +60,12 @@ class Readiness:
                 due.append(t)
         return due
 
+    def probe_soon(self, keys) -> None:
+        """These targets changed: probe them at the next round, and pace them from the start again."""
+        for key in keys:
+            self._last_probe.pop(key, None)
+            self._settled_every.pop(key, None)
+
     def probe_all(self, force: bool = False) -> None:
         oob = self.provider.has(Capability.OUT_OF_BAND_READINESS)
         due = self._due(force) if oob else []

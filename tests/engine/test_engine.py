@@ -439,3 +439,35 @@ def test_a_settled_target_whose_ranks_came_from_markers_is_not_probed_as_if_star
         assert eng._readiness._due(force=False) == []
     finally:
         eng.stop()
+
+
+def test_a_target_that_rediscovery_sees_changed_is_probed_at_once_however_settled():
+    """A local rank's process ended: rediscovery (its marker's pid) no longer lists it, but the readiness came from
+    the last settled probe, and the next was up to 30 s away. A target discovery sees changed is probed now."""
+    from dbgfwd.rank.markers import Marker, ProbeResult
+
+    alive = {0, 1}
+
+    class Ranks(ScriptedProvider):
+        def discover(self):
+            ranks = tuple(RankInfo(r, r, 1 + r) for r in sorted(alive))
+            return Discovery((Target(key="h", name="host", ranks=ranks),), where="here")
+
+        def probe(self, target):
+            return ProbeResult(markers=tuple(Marker(rank=r, local_rank=r, port=1 + r, pid=1) for r in sorted(alive)),
+                               listening=frozenset(("127.0.0.1", 1 + r) for r in alive), tcp_known=True)
+
+    from tests.conftest import free_port_block
+
+    eng = Engine(Ranks([]), PlanSettings(base_port=1, local_base_port=free_port_block(2, start=40000)),
+                 EngineSettings(poll_interval=0.05, settled_poll_interval=600, rediscover_interval=0.1,
+                                rediscover_max=0.1))
+    eng.start()
+    try:
+        assert _wait(lambda: [s.state for s in eng.snapshot()] == [RankState.READY] * 2)
+        alive.discard(1)
+        # Bounded far above a rediscovery round (0.1 s) and far below the settled probe (600 s).
+        assert _wait(lambda: _state(eng, 1).state != RankState.READY, timeout=30)
+        assert _state(eng, 0).state == RankState.READY
+    finally:
+        eng.stop()

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import socket
 import subprocess
+from typing import ClassVar
 from pathlib import Path
 
 from dbgfwd.errors import UpstreamError
@@ -32,6 +33,10 @@ class LocalProvider(Provider):
                               Capability.EXEC})
     options = OPTIONS
     keepalive_interval = 3600.0
+    # A rank whose process ends is dropped by rediscovery (its marker's pid, watched through a pidfd, every few
+    # seconds); the probe is left to tell a debug port that closed in a live process, which is rare. At 1024
+    # ranks each probe (every listener of the machine, every rank's readiness folded) is ~20 ms of a core.
+    settled_probe_max: ClassVar[float] = 30.0
 
     @classmethod
     def claims(cls, config) -> bool:
