@@ -36,6 +36,7 @@ from bench.paths import DbgfwdAttach  # noqa: E402
 from bench.scale import idle_cost, rss_mb, threads_of  # noqa: E402
 
 NS = "scale"
+SETTLE = [2.0]  # seconds between ready and the idle measurement (--settle-seconds)
 KF = "training.kubeflow.org/"
 
 # One Python per pod forks its ranks (a marker names one pid): 1024 cheap ranks cost ~1 MB each, not 15.
@@ -101,7 +102,7 @@ def kubernetes(pods: int, per_pod: int, idle_seconds: float = 0.0, log=lambda ms
             session = attach.session() or {}
             out["ranks_seen"] = len(session.get("ranks", []))
             if idle_seconds:
-                time.sleep(2.0)
+                time.sleep(SETTLE[0])
                 out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
         finally:
             attach.stop()
@@ -142,7 +143,7 @@ def ssh(hosts: int, per_host: int, idle_seconds: float = 0.0, log=lambda msg: No
                 out["threads_ready"] = threads_of(run.pid)
                 out["ranks_seen"] = len(bench_ssh.ranks_state(ws))
                 if idle_seconds:
-                    time.sleep(2.0)
+                    time.sleep(SETTLE[0])
                     out["idle"] = idle_cost([run.pid], idle_seconds)
             finally:
                 bench_ssh.stop(run)
@@ -268,7 +269,7 @@ def batch(nodes: int, per_node: int, idle_seconds: float = 0.0, log=lambda msg: 
                 out["rss_mb_sessions"] = rss_mb(attach.proc.pid)
                 out["threads_sessions"] = threads_of(attach.proc.pid)
                 if idle_seconds:
-                    time.sleep(2.0)
+                    time.sleep(SETTLE[0])
                     out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
             finally:
                 attach.stop()
@@ -289,8 +290,11 @@ def main(argv=None) -> int:
     ap.add_argument("--nodes", type=int, default=16)
     ap.add_argument("--ranks-per-node", type=int, default=8)
     ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--settle-seconds", type=float, default=2.0,
+                    help="wait this long after ready before measuring idle (settled probes drift to once a minute)")
     ap.add_argument("--only", choices=("kubernetes", "ssh", "batch"), default=None)
     args = ap.parse_args(argv)
+    SETTLE[0] = args.settle_seconds
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     res = run(args.pods, args.ranks_per_pod, args.hosts, args.ranks_per_host, args.idle_seconds, args.only, log,
               nodes=args.nodes, per_node=args.ranks_per_node)

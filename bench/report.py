@@ -80,7 +80,8 @@ def targets(results: dict) -> list[dict]:
         if row["ranks"] >= 1024:
             add("launch.json with 1024 ranks written", row["new_s"], "<= 0.3 s", lambda v: v <= 0.3, "s")
     for key, path, baseline in (("storm", "dbgfwd local", "direct"),
-                                ("storm_ssh", "dbgfwd ssh", "direct over the link")):
+                                ("storm_ssh", "dbgfwd ssh", "direct over the link"),
+                                ("storm_k8s", "dbgfwd kubernetes", "direct on this machine")):
         storm = results.get(key) or {}
         if storm:
             n = storm["ranks"]

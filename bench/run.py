@@ -298,6 +298,7 @@ def main(argv=None) -> int:
                                                                None, log)
                 if storm_n and __import__("os").geteuid() == 0:
                     results["storm_ssh"] = storm.run_ssh(storm_n, log)
+                    results["storm_k8s"] = storm.run_k8s(storm_n, 8, log)
     report.add_ratios(results)
     report.print_table(results)
     out = args.out or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"

@@ -6,6 +6,7 @@ stopped, through `dbgfwd attach` (local provider) and, in the same run, straight
 
     python -m bench.storm [--ranks 64]           # local provider
     python -m bench.storm --ssh [--ranks 64]     # dbgfwd ssh to a test host (root)
+    python -m bench.storm --kubernetes [--ranks 64] [--per-pod 8]   # dbgfwd kubernetes, the test API server (root)
 """
 
 from __future__ import annotations
@@ -59,6 +60,21 @@ def storm(endpoints: dict[int, tuple[str, int]], program: str) -> dict:
     return {"debuggers": len(endpoints), "stopped": len(times), "errors": errors,
             "all_stopped_s": times[-1] if len(times) == len(endpoints) else None,
             "median_stopped_s": times[len(times) // 2] if times else None}
+
+
+def storm_apart(endpoints: dict[int, tuple[str, int]], program: str) -> dict:
+    """`storm` run by a Python process of its own: when this process also serves the test API server, 64 debugger
+    threads beside it would share its interpreter lock and slow the server down (a real API server is elsewhere)."""
+    import subprocess
+
+    code = ("import json, sys\nfrom bench.storm import storm\n"
+            "args = json.loads(sys.stdin.read())\n"
+            "print(json.dumps(storm({int(k): tuple(v) for k, v in args['endpoints'].items()}, args['program'])))")
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps({"endpoints": endpoints, "program": program}),
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"the storm process failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
 
 
 def run(workdir: Path, count: int, log=lambda msg: None) -> dict:
@@ -137,12 +153,62 @@ def run_ssh(count: int, log=lambda msg: None) -> dict:
     return out
 
 
+def run_k8s(count: int, per_pod: int = 8, log=lambda msg: None) -> dict:
+    """The same storm through `dbgfwd attach --provider kubernetes pytorchjob/...`: count/per_pod pods on the test
+    API server (each a network namespace; root), `per_pod` debugpy ranks each, every debugger's bytes through the
+    port-forward websocket. A pod's loopback is reachable only through the API server, so the direct baseline is
+    the same program's ranks on this machine, attached straight to their ports in the same run."""
+    from tests.support import k8s_jobs
+    from tests.support.k8s_server import K8sServer
+
+    pods = max(1, count // per_pod)
+    count = pods * per_pod
+    out: dict = {"ranks": count, "provider": "kubernetes", "pods": pods}
+    with tempfile.TemporaryDirectory(prefix="dbgfwd-storm-k8s-") as tmp:
+        work = Path(tmp)
+        base = _port_block(count)
+        log(f"storm over kubernetes: {count} debugpy ranks on this machine for the direct baseline")
+        ranks = Ranks(work, count, real=True, base_port=base)
+        try:
+            out["direct"] = storm_apart({r: ("127.0.0.1", base + r) for r in range(count)}, str(write_program(work)))
+        finally:
+            ranks.stop()
+        with K8sServer() as srv:
+            log(f"storm over kubernetes: {pods} pods x {per_pod} debugpy ranks")
+            program = k8s_jobs.pytorchjob(srv, "storm", "ml", workers=pods - 1, ranks_per_pod=per_pod)
+            deadline = time.monotonic() + 600
+            while not all(len(list(p.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) >= per_pod
+                          for p in srv.pods.values()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the pods' ranks did not start in 10 minutes")
+                time.sleep(0.1)
+            ws = work / "ws-storm-k8s"
+            ws.mkdir()
+            attach = DbgfwdAttach(["pytorchjob/storm", "-n", "ml", "--kubeconfig",
+                                   str(srv.kubeconfig(srv.root / "kubeconfig")), "--no-job-session"],
+                                  ws, work / "attach-storm-k8s.log")
+            try:
+                attach.wait_ready(count, timeout=300)
+                log(f"storm over kubernetes: {count} debuggers through dbgfwd kubernetes")
+                out["dbgfwd-kubernetes"] = storm_apart(attach.endpoints(), str(program))
+            finally:
+                attach.stop()
+    d, f = out["direct"]["all_stopped_s"], out["dbgfwd-kubernetes"]["all_stopped_s"]
+    out["ratio"] = (f / d) if d and f else None
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ranks", type=int, default=64)
     ap.add_argument("--ssh", action="store_true", help="through dbgfwd ssh to a test host instead (root)")
+    ap.add_argument("--kubernetes", action="store_true", help="through dbgfwd kubernetes to test pods instead (root)")
+    ap.add_argument("--per-pod", type=int, default=8, help="ranks per pod with --kubernetes")
     args = ap.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.kubernetes:
+        print(json.dumps(run_k8s(args.ranks, args.per_pod, log), indent=2))
+        return 0
     if args.ssh:
         print(json.dumps(run_ssh(args.ranks, log), indent=2))
         return 0
