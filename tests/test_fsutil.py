@@ -11,14 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_signal_during_a_slow_write_leaves_no_temp_file(tmp_path):
-    """The interleaving of a CI run: SIGTERM while attach's command thread was between creating
-    `.ports.json.*.tmp` and renaming it; the command did not stop within the grace period, the process ended
-    at once, and the temp file stayed. Here the write's fsync is held until well past the grace period."""
-    target = tmp_path / "ports.json"
-    target.write_text("old")
+def _slow_writer(main: str) -> subprocess.Popen:
+    """A Python process whose fsync says "writing" and then holds for 30 s, running `main` (dbgfwd's fsutil and
+    lifecycle imported)."""
     program = textwrap.dedent(f"""
-        import os, sys, time
+        import os, sys, threading, time
         sys.path.insert(0, {str(ROOT)!r})
         from dbgfwd import fsutil, lifecycle
         real_fsync = os.fsync
@@ -27,9 +24,19 @@ def test_a_signal_during_a_slow_write_leaves_no_temp_file(tmp_path):
             time.sleep(30)
             real_fsync(fd)
         os.fsync = slow_fsync
+    """) + textwrap.dedent(main)
+    return subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_signal_during_a_slow_write_leaves_no_temp_file(tmp_path):
+    """The interleaving of a CI run: SIGTERM while attach's command thread was between creating
+    `.ports.json.*.tmp` and renaming it; the command did not stop within the grace period, the process ended
+    at once, and the temp file stayed. Here the write's fsync is held until well past the grace period."""
+    target = tmp_path / "ports.json"
+    target.write_text("old")
+    proc = _slow_writer(f"""
         sys.exit(lifecycle.run_command(lambda: fsutil.atomic_write_text({str(target)!r}, "new") or 0))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "writing"
         assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temp file while writing"
@@ -52,23 +59,13 @@ def test_a_write_in_a_thread_the_command_gave_up_on_leaves_no_temp_file(tmp_path
     stayed. Here the abandoned thread's fsync is held until the process has ended."""
     target = tmp_path / "ports.json"
     target.write_text("old")
-    program = textwrap.dedent(f"""
-        import os, sys, threading, time
-        sys.path.insert(0, {str(ROOT)!r})
-        from dbgfwd import fsutil, lifecycle
-        real_fsync = os.fsync
-        def slow_fsync(fd):
-            print("writing", flush=True)
-            time.sleep(30)
-            real_fsync(fd)
-        os.fsync = slow_fsync
+    proc = _slow_writer(f"""
         def body():
             threading.Thread(target=fsutil.atomic_write_text, args=({str(target)!r}, "new"), daemon=True).start()
             lifecycle.stop_event().wait()  # like attach's _start: stop waiting for it at once
             return 0
         sys.exit(lifecycle.run_command(body))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "writing"
         assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temp file while writing"
