@@ -25,6 +25,9 @@ _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 # Channel windows: paramiko's defaults (2 MiB window, 32 KiB packets) are fine for DAP traffic.
 
 
+LATE_OPEN_WAIT = 120.0  # seconds an open keeps waiting for the server after its caller gave up
+
+
 class HostConnection(Reconnecting):
     """The SSH transport of one host. Thread-safe; reconnects lazily after the transport died."""
 
@@ -35,6 +38,9 @@ class HostConnection(Reconnecting):
         self._warn = warn or log.warning
         self._clients: list = []  # paramiko SSHClients: jump hops first, this host last
         self._transport = None
+        # port -> channels whose open the server confirmed after their caller had given up (see open_channel)
+        self._late: dict[int, list] = {}
+        self._late_lock = threading.Lock()
 
     # ---- connection management ----
 
@@ -125,27 +131,75 @@ class HostConnection(Reconnecting):
     # ---- what the provider uses ----
 
     def open_channel(self, port: int, timeout: float):
-        """A direct-tcpip channel to 127.0.0.1:port as seen on the host."""
+        """A direct-tcpip channel to 127.0.0.1:port as seen on the host.
+
+        An open the server confirms only after `timeout` (a link stalled for a while) is not lost: paramiko
+        would keep such a channel open and unread, sshd's connection to the rank's debugpy with it, until the
+        transport closes, and then close it without a word, which can leave debugpy unable to serve the next
+        debugger (docs/debugpy.md). The late channel is kept for the next open of the same port instead: the
+        retry of the client that gave up, which then makes no second connection."""
         import paramiko
 
         try:
             transport = self.transport(timeout)
         except DbgfwdError as exc:
             raise failures.upstream(exc) from None
-        try:
-            channel = transport.open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0),
-                                             timeout=timeout)
-        except paramiko.ChannelException as exc:
-            raise failures.channel_refused(exc, self.settings, port) from None
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            # A timeout here is a timeout (a blip, a busy sshd), not a verdict on the connection: the
-            # keepalive watchdog gives that. Closing the shared transport would cut every debugger on
-            # the host. Only a transport already dead is let go, so the next use reconnects.
-            self._drop_if_dead(transport)
-            raise UpstreamError(f"ssh: opening port {port} on {self.settings.alias} failed "
-                                f"({failures.describe(exc)})", retryable=True) from None
+        late = self._take_late(transport, port)
+        if late is not None:
+            return late
+        outcome: list = []
+        settled = threading.Lock()
+        done = threading.Event()
+
+        def open_it() -> None:
+            try:
+                got = (transport.open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0),
+                                              timeout=max(timeout, LATE_OPEN_WAIT)), None)
+            except BaseException as exc:  # handed to the caller, who sorts them below
+                got = (None, exc)
+            with settled:
+                if not done.is_set():
+                    outcome.append(got)
+                    done.set()
+                    return
+            if got[0] is not None:  # the caller gave up already: keep it for the next open of this port
+                with self._late_lock:
+                    self._late.setdefault(port, []).append(got[0])
+
+        threading.Thread(target=open_it, daemon=True, name=f"dbgfwd-ssh-open-{port}").start()
+        finished = done.wait(timeout)
+        with settled:
+            if not outcome:
+                done.set()  # from now on a late channel goes to self._late
+                finished = False
+        if not finished:
+            raise UpstreamError(f"ssh: opening port {port} on {self.settings.alias} did not finish in "
+                                f"{timeout:g}s", retryable=True)
+        channel, exc = outcome[0]
+        if exc is not None:
+            if isinstance(exc, paramiko.ChannelException):
+                raise failures.channel_refused(exc, self.settings, port) from None
+            if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+                # A failure here is not a verdict on the connection: the keepalive watchdog gives that.
+                # Closing the shared transport would cut every debugger on the host. Only a transport
+                # already dead is let go, so the next use reconnects.
+                self._drop_if_dead(transport)
+                raise UpstreamError(f"ssh: opening port {port} on {self.settings.alias} failed "
+                                    f"({failures.describe(exc)})", retryable=True) from None
+            raise exc
         channel.settimeout(None)
         return channel
+
+    def _take_late(self, transport, port: int):
+        """A channel to `port` confirmed after its caller gave up, still open on the live transport; or None."""
+        with self._late_lock:
+            waiting = self._late.get(port, [])
+            while waiting:
+                channel = waiting.pop(0)
+                if channel.get_transport() is transport and transport.is_active() and not channel.closed:
+                    channel.settimeout(None)
+                    return channel
+        return None
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None) -> tuple[int, str]:
         """Run `command` on the host (exec channel), `stdin` on its standard input; (exit status, stdout).

@@ -135,6 +135,65 @@ def test_late_failure_on_a_dead_transport_spares_its_replacement(lab, provider_f
         assert conn.run("echo still here", 10) == (0, "still here\n")
 
 
+def test_an_open_confirmed_after_its_caller_gave_up_serves_the_retry_and_opens_nothing_more(lab, provider_for):
+    """A link stalled while a debugger's stream was being opened: the server confirms the open after dbgfwd gave up
+    on it. paramiko kept such a channel open and unread (sshd's connection to the rank's debugpy with it) and the
+    retry opened a second one; the first was closed without a word when the transport closed, which can leave
+    debugpy unable to serve the next debugger. Now the retry gets the late channel, and it works."""
+    import json
+
+    with lab.client.inside():
+        provider = provider_for("h1")
+        target = provider.discover().targets[0]
+        conn = provider.connection(target)
+        transport = conn.transport()
+        real_open, opened, late_done = transport.open_channel, [], threading.Event()
+        server_confirms = threading.Event()
+
+        def stalled_open(*args, **kwargs):
+            server_confirms.wait(30)  # the link is stalled until the test lets the confirmation through
+            channel = real_open(*args, **kwargs)
+            opened.append(channel)
+            late_done.set()
+            return channel
+
+        transport.open_channel = stalled_open
+        try:
+            with pytest.raises(UpstreamError) as info:
+                conn.open_channel(5678, 0.3)
+            assert info.value.retryable and "did not finish" in info.value.message
+            server_confirms.set()
+            assert late_done.wait(30)
+            retry = conn.open_channel(5678, 10)
+            assert opened == [retry]  # the retry got the late channel; nothing else was opened
+            pending = bytearray()
+
+            def request(seq: int, command: str, arguments: dict) -> None:  # and wait for its answer
+                body = json.dumps({"seq": seq, "type": "request", "command": command, "arguments": arguments})
+                retry.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body.encode())
+                while True:
+                    head, sep, rest = bytes(pending).partition(b"\r\n\r\n")
+                    size = int(head.split(b":")[1]) if sep else -1
+                    if sep and len(rest) >= size:
+                        message = json.loads(rest[:size])
+                        del pending[:len(head) + 4 + size]
+                        if message.get("type") == "response" and message.get("request_seq") == seq:
+                            assert message["success"], message
+                            return
+                        continue
+                    chunk = retry.recv(65536)
+                    assert chunk, bytes(pending)
+                    pending.extend(chunk)
+
+            retry.settimeout(30)
+            request(1, "initialize", {"adapterID": "debugpy"})  # the rank's debugpy answers through it
+            request(2, "disconnect", {"terminateDebuggee": False})  # and the shared rank is left as it was
+            retry.close()
+            assert conn._take_late(transport, 5678) is None  # taken once
+        finally:
+            transport.open_channel = real_open
+
+
 # ---- one-line errors naming the host and the fix ----
 
 def _fail(lab, tmp_path, alias, host, extra, provider_options=None):
