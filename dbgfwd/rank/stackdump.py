@@ -14,6 +14,7 @@ the program already had for it is chained, never replaced.
 from __future__ import annotations
 
 import faulthandler
+import math
 import os
 import re
 import shlex
@@ -135,9 +136,11 @@ def stack_command(requests: Sequence[DumpRequest], wait: float) -> str:
         lines.append(f"if [ -f {f} ] && [ ! -L {f} ] && [ -O {f} ]; then : > {f}; kill -{r.signal} {r.pid} 2>/dev/null "
                      f"|| echo 'no such process' > {f}.err; else echo 'no stack file' > {f}.err; fi")
     files = " ".join(shlex.quote(r.path) for r in requests)
-    ticks = max(1, int(wait / 0.05))
+    # Bounded by the clock, not by a count of 50 ms ticks: on a loaded host each tick's processes take far longer
+    # than 50 ms, the loop outlasted the caller's own limit, and the output was cut before every rank's section.
     lines.append(
-        f"i=0; last=; while [ $i -lt {ticks} ]; do sleep 0.05; i=$((i+1)); "
+        f"end=$(( $(date +%s) + {math.ceil(wait) + 1} )); last=; while [ \"$(date +%s)\" -lt \"$end\" ]; do "
+        "sleep 0.05; "
         f"now=$(for f in {files}; do [ -s \"$f\" ] && wc -c < \"$f\" || echo 0; done | tr '\\n' ' '); "
         "case \" $now \" in *' 0 '*) last=;; *) [ \"$now\" = \"$last\" ] && break; last=$now;; esac; done")
     for r in requests:

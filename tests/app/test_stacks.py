@@ -224,3 +224,27 @@ def test_defaults_to_the_running_sessions_targets(four, tmp_path, port_block):
         assert [g["ranks"] for g in json.loads(res.stdout)["groups"]] == [[2], [0, 1, 3]]
     finally:
         assert bg.stop() == 130, bg.output()
+
+
+def test_the_dump_wait_on_a_host_is_bounded_by_the_clock_not_by_its_ticks(tmp_path):
+    """Under load each 50 ms tick of the wait loop took far longer (its processes start slowly), so the loop ran
+    past the caller's own limit and the output was cut before the last rank's section ("no answer from the
+    target"). Here every `sleep` takes 0.4 s and the rank never writes: the wait still ends after ~`wait` s."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "sleep").write_text("#!/bin/sh\nexec /bin/sleep 0.4\n")
+    (fake_bin / "sleep").chmod(0o755)
+    rank = subprocess.Popen(["sh", "-c", "trap '' USR2; while :; do /bin/sleep 1; done"])
+    stack_file = tmp_path / "stack"
+    stack_file.write_text("")
+    try:
+        started = time.monotonic()
+        out = subprocess.run(["sh", "-c", stack_command([DumpRequest(rank.pid, signal.SIGUSR2, str(stack_file))], 1)],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"})
+        took = time.monotonic() - started
+    finally:
+        rank.kill()
+        rank.wait(10)
+    assert parse_command_output(out.stdout) == {rank.pid: ""}  # its section is there, empty
+    assert took < 5, took  # 20 ticks of 0.4 s each (8 s) before
