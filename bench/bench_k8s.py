@@ -232,7 +232,7 @@ def attach_to_ready(srv: K8sServer, pods: int) -> None:
                                    command=[sys.executable, str(program)], working_dir=str(program.parent)))
     for pod in started:  # out of band: the marker file inside the pod's /tmp
         deadline = time.monotonic() + 120
-        while not list(pod.runtime.tmp.glob("dbgfwd-*/rank-*.json")):
+        while not k8s_jobs.rank_markers(pod):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"pod {pod.name} never wrote a marker: {pod.runtime.log_text()[-500:]}")
             time.sleep(0.05)

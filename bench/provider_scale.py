@@ -36,7 +36,6 @@ from bench.paths import DbgfwdAttach  # noqa: E402
 from bench.scale import idle_cost, rss_mb, threads_of  # noqa: E402
 
 NS = "scale"
-SETTLE = [2.0]  # seconds between ready and the idle measurement (--settle-seconds)
 KF = "training.kubeflow.org/"
 
 # One Python per pod forks its ranks (a marker names one pid): 1024 cheap ranks cost ~1 MB each, not 15.
@@ -63,7 +62,8 @@ for _ in kids:
 '''
 
 
-def kubernetes(pods: int, per_pod: int, idle_seconds: float = 0.0, log=lambda msg: None) -> dict:
+def kubernetes(pods: int, per_pod: int, idle_seconds: float = 0.0, log=lambda msg: None,
+               settle: float = 2.0) -> dict:
     from tests.support import k8s_jobs
     from tests.support.k8s_server import K8sServer
 
@@ -84,7 +84,7 @@ def kubernetes(pods: int, per_pod: int, idle_seconds: float = 0.0, log=lambda ms
                                        working_dir=str(program.parent), owner=("PyTorchJob", "train")))
         for pod in started:
             deadline = time.monotonic() + 300
-            while len(list(pod.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) < per_pod:
+            while k8s_jobs.rank_markers(pod) < per_pod:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"pod {pod.name}: ranks never started: {pod.runtime.log_text()[-500:]}")
                 time.sleep(0.05)
@@ -102,14 +102,15 @@ def kubernetes(pods: int, per_pod: int, idle_seconds: float = 0.0, log=lambda ms
             session = attach.session() or {}
             out["ranks_seen"] = len(session.get("ranks", []))
             if idle_seconds:
-                time.sleep(SETTLE[0])
+                time.sleep(settle)  # ready, then the idle measurement
                 out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
         finally:
             attach.stop()
     return out
 
 
-def ssh(hosts: int, per_host: int, idle_seconds: float = 0.0, log=lambda msg: None) -> dict:
+def ssh(hosts: int, per_host: int, idle_seconds: float = 0.0, log=lambda msg: None,
+        settle: float = 2.0) -> dict:
     from bench import bench_ssh
     from tests.support.netns import Lab
 
@@ -143,7 +144,7 @@ def ssh(hosts: int, per_host: int, idle_seconds: float = 0.0, log=lambda msg: No
                 out["threads_ready"] = threads_of(run.pid)
                 out["ranks_seen"] = len(bench_ssh.ranks_state(ws))
                 if idle_seconds:
-                    time.sleep(SETTLE[0])
+                    time.sleep(settle)  # ready, then the idle measurement
                     out["idle"] = idle_cost([run.pid], idle_seconds)
             finally:
                 bench_ssh.stop(run)
@@ -183,21 +184,6 @@ while True:
 '''
 
 
-def _free_base(ips: list[str], count: int) -> int:
-    import socket
-
-    for base in range(23000, 60000, count + 3):
-        try:
-            for ip in ips:
-                for p in range(base, base + count):
-                    with socket.socket() as t:
-                        t.bind((ip, p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free base port on every node address")
-
-
 def _echo_all(endpoints: list[tuple[str, int]], timeout: float) -> float:
     """Seconds until a connection through each endpoint, all opened at once, has echoed one message."""
     import socket
@@ -235,14 +221,16 @@ def _echo_all(endpoints: list[tuple[str, int]], timeout: float) -> float:
     return took
 
 
-def batch(nodes: int, per_node: int, idle_seconds: float = 0.0, log=lambda msg: None) -> dict:
+def batch(nodes: int, per_node: int, idle_seconds: float = 0.0, log=lambda msg: None,
+          settle: float = 2.0) -> dict:
     import subprocess
 
     from tests.support.batch_world import BatchWorld
+    from tests.support.net import free_base_on
 
     out: dict = {"provider": "batch", "nodes": nodes, "ranks_per_node": per_node, "ranks": nodes * per_node}
     ips = [f"127.0.1.{i + 1}" for i in range(nodes)]
-    base = _free_base(ips, per_node)
+    base = free_base_on(ips, per_node)
     server = subprocess.Popen([sys.executable, "-c", ECHOES, *[f"{ip}:{base + i}" for ip in ips
                                                                    for i in range(per_node)]],
                               stdout=subprocess.PIPE, text=True)
@@ -269,7 +257,7 @@ def batch(nodes: int, per_node: int, idle_seconds: float = 0.0, log=lambda msg: 
                 out["rss_mb_sessions"] = rss_mb(attach.proc.pid)
                 out["threads_sessions"] = threads_of(attach.proc.pid)
                 if idle_seconds:
-                    time.sleep(SETTLE[0])
+                    time.sleep(settle)  # ready, then the idle measurement
                     out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
             finally:
                 attach.stop()
@@ -294,35 +282,32 @@ def main(argv=None) -> int:
                     help="wait this long after ready before measuring idle (settled probes drift to once a minute)")
     ap.add_argument("--only", choices=("kubernetes", "ssh", "batch"), default=None)
     args = ap.parse_args(argv)
-    SETTLE[0] = args.settle_seconds
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     res = run(args.pods, args.ranks_per_pod, args.hosts, args.ranks_per_host, args.idle_seconds, args.only, log,
-              nodes=args.nodes, per_node=args.ranks_per_node)
+              nodes=args.nodes, per_node=args.ranks_per_node, settle=args.settle_seconds)
     print(json.dumps(res, indent=2))
     return 0
 
 
 def run(pods: int, per_pod: int, hosts: int, per_host: int, idle_seconds: float, only: str | None, log,
-        nodes: int = 16, per_node: int = 8) -> list:
+        nodes: int = 16, per_node: int = 8, settle: float = 2.0) -> list:
     """Every provider's figures; a provider that cannot run here (not root) is skipped with the reason."""
     import os
 
     out = []
-    root = os.geteuid() == 0
-    for name, run_one, what in (("kubernetes", lambda: kubernetes(pods, per_pod, idle_seconds, log),
-                                 f"{pods} pods x {per_pod} ranks"),
-                                ("ssh", lambda: ssh(hosts, per_host, idle_seconds, log),
-                                 f"{hosts} hosts x {per_host} ranks")):
+    for name, needs_root, what, run_one in (
+            ("kubernetes", True, f"{pods} pods x {per_pod} ranks",
+             lambda: kubernetes(pods, per_pod, idle_seconds, log, settle)),
+            ("ssh", True, f"{hosts} hosts x {per_host} ranks", lambda: ssh(hosts, per_host, idle_seconds, log, settle)),
+            ("batch", False, f"{nodes} nodes x {per_node} ranks",
+             lambda: batch(nodes, per_node, idle_seconds, log, settle))):
         if only not in (None, name):
             continue
-        if not root:
+        if needs_root and os.geteuid() != 0:
             out.append({"provider": name, "skipped": "needs root (pods and test hosts are network namespaces)"})
             continue
         log(f"{name} at scale: {what}")
         out.append(run_one())
-    if only in (None, "batch"):
-        log(f"batch at scale: {nodes} nodes x {per_node} ranks")
-        out.append(batch(nodes, per_node, idle_seconds, log))
     return out
 
 

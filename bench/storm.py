@@ -62,6 +62,12 @@ def storm(endpoints: dict[int, tuple[str, int]], program: str) -> dict:
             "median_stopped_s": times[len(times) // 2] if times else None}
 
 
+def _ratio(out: dict, path: str) -> float | None:
+    """The storm through `path` against the direct one, in time until all stopped (None if either fell short)."""
+    d, f = out["direct"]["all_stopped_s"], out[path]["all_stopped_s"]
+    return (f / d) if d and f else None
+
+
 def storm_apart(endpoints: dict[int, tuple[str, int]], program: str) -> dict:
     """`storm` run by a Python process of its own: when this process also serves the test API server, 64 debugger
     threads beside it would share its interpreter lock and slow the server down (a real API server is elsewhere)."""
@@ -99,8 +105,7 @@ def run(workdir: Path, count: int, log=lambda msg: None) -> dict:
             attach.stop()
     finally:
         ranks.stop()
-    d, f = out["direct"]["all_stopped_s"], out["dbgfwd-local"]["all_stopped_s"]
-    out["ratio"] = (f / d) if d and f else None
+    out["ratio"] = _ratio(out, "dbgfwd-local")
     return out
 
 
@@ -148,8 +153,7 @@ def run_ssh(count: int, log=lambda msg: None) -> dict:
         finally:
             for p in procs:
                 p.stop()
-    d, f = out["direct"]["all_stopped_s"], out["dbgfwd-ssh"]["all_stopped_s"]
-    out["ratio"] = (f / d) if d and f else None
+    out["ratio"] = _ratio(out, "dbgfwd-ssh")
     return out
 
 
@@ -177,8 +181,7 @@ def run_k8s(count: int, per_pod: int = 8, log=lambda msg: None) -> dict:
             log(f"storm over kubernetes: {pods} pods x {per_pod} debugpy ranks")
             program = k8s_jobs.pytorchjob(srv, "storm", "ml", workers=pods - 1, ranks_per_pod=per_pod)
             deadline = time.monotonic() + 600
-            while not all(len(list(p.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) >= per_pod
-                          for p in srv.pods.values()):
+            while not all(k8s_jobs.rank_markers(p) >= per_pod for p in srv.pods.values()):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the pods' ranks did not start in 10 minutes")
                 time.sleep(0.1)
@@ -193,8 +196,7 @@ def run_k8s(count: int, per_pod: int = 8, log=lambda msg: None) -> dict:
                 out["dbgfwd-kubernetes"] = storm_apart(attach.endpoints(), str(program))
             finally:
                 attach.stop()
-    d, f = out["direct"]["all_stopped_s"], out["dbgfwd-kubernetes"]["all_stopped_s"]
-    out["ratio"] = (f / d) if d and f else None
+    out["ratio"] = _ratio(out, "dbgfwd-kubernetes")
     return out
 
 

@@ -87,6 +87,11 @@ def echo_pod(srv: K8sServer, name: str, namespace: str = "default", port: int = 
                        command=[sys.executable, str(script), str(port)], working_dir=str(script.parent))
 
 
+def rank_markers(pod) -> int:
+    """How many rank markers the pod's ranks have written (read from its /tmp, never from a port)."""
+    return len(list(pod.runtime.tmp.glob("dbgfwd-*/rank-*.json")))
+
+
 def wait_listening(pod, port: int, timeout: float = 30.0) -> None:
     """Wait until something listens on `port` in the pod, read from its /proc/net/tcp (out of band)."""
     import time

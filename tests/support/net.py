@@ -17,3 +17,23 @@ def close_listener(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+def free_base_on(addresses: list[str], count: int, tries: int = 200) -> int:
+    """A base port whose `count` ports are free on every one of `addresses` (nodes that are loopback addresses
+    of this machine, each listening on the same ports): bind checks, from a port the kernel picks."""
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base > 60000:
+            continue
+        try:
+            for ip in addresses:
+                for p in range(base, base + count):
+                    with socket.socket() as t:
+                        t.bind((ip, p))
+            return base
+        except OSError:
+            continue
+    raise AssertionError("no free base port")

@@ -1,12 +1,11 @@
 """End to end: `dbgfwd attach --provider batch MNP_JOB` as a subprocess, 3 nodes x 2 real debugpy
 ranks reached through the native SSM client and the test agent, a DAP client on all 6 ports."""
 
-import socket
-
 import pytest
 
 from tests.support import cli
 from tests.support.dap import debug_round
+from tests.support.net import free_base_on
 from tests.support.ranks import BREAK_LINE, start_rank, wait_for_markers, write_program
 
 NODE_IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]  # each node's "private IP" (all loopback)
@@ -14,21 +13,7 @@ NODE_IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]  # each node's "private IP" (
 
 def free_base_port() -> int:
     """A base port whose two ports are free on every node address."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base > 60000:
-            continue
-        try:
-            for ip in NODE_IPS:
-                for p in (base, base + 1):
-                    with socket.socket() as t:
-                        t.bind((ip, p))
-            return base
-        except OSError:
-            continue
-    raise AssertionError("no free base port")
+    return free_base_on(NODE_IPS, 2)
 
 
 @pytest.mark.timeout(240)

@@ -39,7 +39,7 @@ def test_pytorchjob_attach_all_ranks_and_pod_replacement(k8s, tmp_path, port_blo
     ws = tmp_path / "ws"
     ws.mkdir()
     base = port_block(6)
-    cli.wait_for(lambda: all(len(list(p.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) == 2 for p in k8s.pods.values()),
+    cli.wait_for(lambda: all(k8s_jobs.rank_markers(p) == 2 for p in k8s.pods.values()),
                  60, "every pod's two rank markers")  # read from the pods' /tmp, never the ports
     listing = cli.run("ls", "pytorchjob/x", "-n", "ml", "--kubeconfig", str(k8s.kubeconfig_path), "--json", env=ENV)
     assert listing.returncode == 0, listing.stderr
@@ -186,7 +186,7 @@ def test_auth_failures_exit_codes_and_states(k8s, tmp_path, port_block):
 def test_stacks_of_every_rank_in_every_pod_through_exec(k8s, tmp_path):
     """`dbgfwd stacks pytorchjob/x`: one exec per pod signals its ranks and reads their dumps back."""
     program = k8s_jobs.pytorchjob(k8s, "x", "ml", workers=1, ranks_per_pod=2)
-    cli.wait_for(lambda: all(len(list(p.runtime.tmp.glob("dbgfwd-*/rank-*.json"))) == 2 for p in k8s.pods.values()),
+    cli.wait_for(lambda: all(k8s_jobs.rank_markers(p) == 2 for p in k8s.pods.values()),
                  60, "every pod's two rank markers")
     res = cli.run("stacks", "pytorchjob/x", "-n", "ml", "--kubeconfig", str(k8s.kubeconfig_path), "--json",
                   env=ENV)
