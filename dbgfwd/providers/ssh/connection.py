@@ -167,14 +167,12 @@ class HostConnection(Reconnecting):
                     self._late.setdefault(port, []).append(got[0])
 
         threading.Thread(target=open_it, daemon=True, name=f"dbgfwd-ssh-open-{port}").start()
-        finished = done.wait(timeout)
-        with settled:
+        done.wait(timeout)
+        with settled:  # the opener delivers under this lock, or finds `done` set and keeps a late channel
             if not outcome:
-                done.set()  # from now on a late channel goes to self._late
-                finished = False
-        if not finished:
-            raise UpstreamError(f"ssh: opening port {port} on {self.settings.alias} did not finish in "
-                                f"{timeout:g}s", retryable=True)
+                done.set()
+                raise UpstreamError(f"ssh: opening port {port} on {self.settings.alias} did not finish in "
+                                    f"{timeout:g}s", retryable=True)
         channel, exc = outcome[0]
         if exc is not None:
             if isinstance(exc, paramiko.ChannelException):
