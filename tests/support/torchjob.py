@@ -38,8 +38,10 @@ while True:
     dist.all_reduce(t)
     reduced = t.item()
     step += 1
-    with open(os.path.join(os.environ["DBGFWD_TEST_PROGRESS"], f"rank{rank}"), "w") as fh:
+    progress = os.path.join(os.environ["DBGFWD_TEST_PROGRESS"], f"rank{rank}")
+    with open(progress + ".tmp", "w") as fh:  # renamed into place: a reader never sees it empty
         fh.write(str(step))
+    os.replace(progress + ".tmp", progress)
     time.sleep(0.02)
 '''
 # A hang as users meet it: at step 10 rank 3 is stuck loading data while the others wait in all_reduce
@@ -61,8 +63,10 @@ while True:
     t = load_batch(step)
     dist.all_reduce(t)
     step += 1
-    with open(os.path.join(os.environ["DBGFWD_TEST_PROGRESS"], f"rank{rank}"), "w") as fh:
+    progress = os.path.join(os.environ["DBGFWD_TEST_PROGRESS"], f"rank{rank}")
+    with open(progress + ".tmp", "w") as fh:  # renamed into place: a reader never sees it empty
         fh.write(str(step))
+    os.replace(progress + ".tmp", progress)
     time.sleep(0.02)
 '''
 HANG_LOOP_LINE = HANG_PROGRAM.splitlines().index("    while rank == 3 and step == 10 and not os.path.exists(release):") + 1
