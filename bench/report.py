@@ -182,8 +182,8 @@ def print_table(results: dict, console: Console | None = None) -> None:
         for col in ("provider", "layout", "launch.json s", "ready s", "RSS MB", "threads", "idle CPU %"):
             pt.add_column(col, justify="left" if col in ("provider", "layout") else "right")
         for r in rows:
-            layout = (f"{r['pods']} pods x {r['ranks_per_pod']}" if r["provider"] == "kubernetes"
-                      else f"{r['hosts']} hosts x {r['ranks_per_host']}")
+            unit = {"kubernetes": "pod", "ssh": "host", "batch": "node"}[r["provider"]]
+            layout = f"{r[unit + 's']} {unit}s x {r['ranks_per_' + unit]}"
             pt.add_row(r["provider"], layout, _f(r.get("launch_json_s"), "{:.2f}"), _f(r.get("ready_s"), "{:.2f}"),
                        _f(r.get("rss_mb_ready")), str(r.get("threads_ready", "")),
                        f"{r['idle']['cpu_pct']:.2f}" if r.get("idle") else "-")

@@ -300,11 +300,12 @@ def main(argv=None) -> int:
                     results["storm_ssh"] = storm.run_ssh(storm_n, log)
                     results["storm_k8s"] = storm.run_k8s(storm_n, 8, log)
     report.add_ratios(results)
-    report.print_table(results)
+    # Written before the table is printed: a fault in the table must not cost a run's figures.
     out = args.out or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     (out.parent / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    report.print_table(results)
     log(f"wrote {out}")
     return 0
 
