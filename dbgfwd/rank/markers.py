@@ -291,13 +291,16 @@ def probe_command(environ_dir: str | None = None) -> str:
         ('"${DBGFWD_RUNTIME_DIR:-/nonexistent}" "${XDG_RUNTIME_DIR:-/nonexistent}/dbgfwd" '
          '"/run/user/$(id -u)/dbgfwd" "/tmp/dbgfwd-$(id -u)"')  # /run/user: where XDG_RUNTIME_DIR usually is,
     # for a rank whose session had it when the probe's exec channel does not
+    # Everything is gathered first and printed in one write: an exec stream carries each write of the
+    # command as a message of its own (dozens per probe otherwise), and probes run all the time.
     return (
-        f"for d in {dirs}; do [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] || continue; "
+        f"out=$(for d in {dirs}; do [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] || continue; "
         "for f in \"$d\"/rank-*.json; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ -O \"$f\" ] || continue; "
         "p=${f##*/rank-}; p=${p%.json}; case $p in ''|*[!0-9]*) continue;; esac; [ -d /proc/$p ] || continue; "
         f"echo '{_SECTION_MARKER}'; head -c {MARKER_MAX_BYTES} \"$f\"; echo; done; done; "
         f"echo '{_SECTION_UID}'; id -u; "
-        f"echo '{_SECTION_TCP}'; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo '{_SECTION_END}'"
+        f"echo '{_SECTION_TCP}'; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo '{_SECTION_END}'); "
+        "printf '%s\\n' \"$out\""
     )
 
 

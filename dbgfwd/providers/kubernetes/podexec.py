@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import time
 from dataclasses import dataclass
 
 from dbgfwd.errors import UpstreamError
+from dbgfwd.net import wsframes as frames
 from dbgfwd.net.poll import readable
 from dbgfwd.providers.kubernetes.cluster import Cluster
 from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws
@@ -49,8 +51,6 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
 
     Raises UpstreamError as `wsconnect.open_ws` does, and (retryable) on timeout.
     """
-    import websocket
-
     query = [("command", c) for c in command] + [("stdout", "true"), ("stderr", "true")]
     if stdin:
         query.append(("stdin", "true"))
@@ -60,6 +60,9 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
     b64 = ws.subprotocol == V4_BASE64
     out = {STDOUT: bytearray(), STDERR: bytearray(), STATUS: bytearray()}
     deadline = time.monotonic() + timeout
+    # Frames are read with dbgfwd's own codec: large buffered reads, where websocket-client reads a frame in
+    # several small recv calls (a probe's output comes in dozens of frames, and probes run all the time).
+    reader = frames.FrameReader(ws.sock.recv, ws.pong)
     try:
         if stdin:
             _send_stdin(ws, b64, stdin)
@@ -70,27 +73,22 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
             sock = ws.sock
             if sock is None:
                 break
-            if not (hasattr(sock, "pending") and sock.pending()):
+            if not reader.has_frame() and not (hasattr(sock, "pending") and sock.pending()):
                 if not readable(sock, left):
                     continue
             try:
-                opcode, frame = ws.recv_data_frame(False)
-            except (websocket.WebSocketException, OSError):
+                opcode, data = reader.message()
+            except (OSError, EOFError, ValueError):
                 break
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if opcode == frames.OP_CLOSE:
                 break
-            data = frame.data
             if not data:
                 continue
             channel, payload = (data[0] - 0x30, base64.b64decode(data[1:])) if b64 else (data[0], data[1:])
             if channel in out and len(out[channel]) < MAX_OUTPUT:
                 out[channel] += payload
     finally:
-        try:
-            ws.close(timeout=1)  # returns at once when the server's close was already answered...
-        except Exception:
-            pass
-        ws.shutdown()  # ...leaving the socket open (CLOSE-WAIT until garbage collection): close it always
+        _close(ws)
     try:
         status = json.loads(bytes(out[STATUS]) or b"{}")
     except ValueError:
@@ -100,6 +98,19 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
 
 
 STDIN_CHUNK = 32 * 1024
+
+
+def _close(ws) -> None:
+    """Answer (or send) the close frame and end the connection at once: the command is over, or given up on."""
+    sock = ws.sock
+    if sock is not None:
+        try:
+            sock.settimeout(0.5)  # a close frame never waits long on a peer that stopped reading
+            with ws.lock:
+                sock.sendall(frames.encode_frame(frames.OP_CLOSE, struct.pack(">H", 1000)))
+        except OSError:
+            pass
+    ws.shutdown()  # closes the socket (ws.close() would wait for a second close frame from the server)
 
 
 def _send_stdin(ws, b64: bool, data: bytes) -> None:
