@@ -36,6 +36,7 @@ def echo(c):
         if not d: break
         c.sendall(d)
 def source(c, n):
+    c.recv(2)  # the client's "go" (unread, the close below would reset the connection)
     chunk = b"x" * 65536
     left = n
     while left > 0:
@@ -96,6 +97,7 @@ def bulk(lab, port: int, nbytes: int) -> float:
     with lab.client.inside():
         s = socket.create_connection(("127.0.0.1", port), timeout=60)
     t = time.perf_counter()
+    s.sendall(b"go")  # dbgfwd opens a rank's upstream only for a client that has spoken (the source ignores it)
     got = 0
     while True:
         d = s.recv(1 << 20)

@@ -106,6 +106,22 @@ def test_one_transport_per_host_shared_by_all_streams(lab, provider_for):
             s.close()
 
 
+def test_the_cheapest_cipher_both_sides_have_is_negotiated(lab, provider_for):
+    """AES-GCM (one AEAD operation per packet) rather than paramiko's first choice, AES-CTR plus HMAC."""
+    from dbgfwd.providers.ssh.connection import HostConnection
+
+    with lab.client.inside():
+        provider = provider_for("h1")
+        target = provider.discover().targets[0]
+        stream = provider.open_stream(target, 5678, 10)
+        try:
+            conn = next(c for c in provider._connections().values() if isinstance(c, HostConnection))
+            transport = conn.transport()
+            assert (transport.local_cipher, transport.remote_cipher) == ("aes128-gcm@openssh.com",) * 2
+        finally:
+            stream.close()
+
+
 def test_nothing_listening_is_retryable(lab, provider_for):
     with lab.client.inside():
         provider = provider_for("h1")
