@@ -77,7 +77,7 @@ class Cluster:
         ctx_namespace, ctx_name = self._load(config, kubeconfig, context)
         self.ref = ClusterRef(server=self.configuration.host, context=ctx_name,
                               namespace=namespace or ctx_namespace or "default")
-        self.api = client.CoreV1Api(client.ApiClient(self.configuration))
+        self.api_client = client.ApiClient(self.configuration)
 
     def _load(self, config, kubeconfig: str | None, context: str | None) -> tuple[str | None, str]:
         path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
@@ -130,19 +130,18 @@ class Cluster:
     def list_pods(self, label_selector: str | None = None,
                   field_selector: str | None = None) -> tuple[list[dict], str]:
         """(pods, resourceVersion) in the namespace."""
-        data = self._get(lambda: self.api.list_namespaced_pod(
-            self.ref.namespace, label_selector=label_selector, field_selector=field_selector,
-            _preload_content=False, _request_timeout=self.request_timeout))
+        query = [(k, v) for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v]
+        data = self._get(lambda: self._list_pods_raw(query, self.request_timeout))
         return list(data.get("items") or ()), str((data.get("metadata") or {}).get("resourceVersion", ""))
 
     def watch_pods(self, label_selector: str | None, resource_version: str,
                    timeout_seconds: int = 300) -> Iterator[tuple[str, dict]]:
         """(type, pod) events until the server ends the watch. Raises DbgfwdError on HTTP errors."""
-        resp = self._call(lambda: self.api.list_namespaced_pod(
-            self.ref.namespace, label_selector=label_selector, watch=True,
-            resource_version=resource_version or None, timeout_seconds=timeout_seconds,
-            allow_watch_bookmarks=True, _preload_content=False,
-            _request_timeout=(self.request_timeout, timeout_seconds + 30)))
+        query = [("labelSelector", label_selector)] if label_selector else []
+        query += [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(timeout_seconds))]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        resp = self._call(lambda: self._list_pods_raw(query, (self.request_timeout, timeout_seconds + 30)))
         self._watch_resp = resp
         try:
             buf = b""
@@ -159,6 +158,37 @@ class Cluster:
                         yield event.get("type", ""), event.get("object") or {}
         finally:
             resp.release_conn()
+
+    def _list_pods_raw(self, query: list[tuple[str, str]], request_timeout):
+        """GET the namespace's pods; the raw urllib3 response (JSON, or a watch stream). Raises ApiException on
+        a non-2xx answer, as CoreV1Api.list_namespaced_pod(_preload_content=False) does. Made through the
+        ApiClient directly where it can: CoreV1Api is one module of every core API call, about 1 s to import
+        on a laptop, and dbgfwd needs one of them."""
+        api = self.api_client
+        if not hasattr(api, "param_serialize"):  # an older kubernetes client: through CoreV1Api
+            from kubernetes.client import CoreV1Api
+
+            names = {"labelSelector": "label_selector", "fieldSelector": "field_selector", "watch": "watch",
+                     "allowWatchBookmarks": "allow_watch_bookmarks", "timeoutSeconds": "timeout_seconds",
+                     "resourceVersion": "resource_version"}
+            kwargs = {names[k]: v for k, v in query}
+            for flag in ("watch", "allow_watch_bookmarks"):
+                if flag in kwargs:
+                    kwargs[flag] = True
+            if "timeout_seconds" in kwargs:
+                kwargs["timeout_seconds"] = int(kwargs["timeout_seconds"])
+            return CoreV1Api(api).list_namespaced_pod(self.ref.namespace, _preload_content=False,
+                                                      _request_timeout=request_timeout, **kwargs)
+        from kubernetes.client.exceptions import ApiException
+
+        request = api.param_serialize(method="GET", resource_path="/api/v1/namespaces/{namespace}/pods",
+                                      path_params={"namespace": self.ref.namespace}, query_params=query,
+                                      header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        resp = api.call_api(*request, _request_timeout=request_timeout)
+        if not 200 <= resp.status <= 299:
+            resp.read()
+            raise ApiException.from_response(http_resp=resp, body=None, data=None)
+        return resp.response
 
     def stop_watch(self) -> None:
         resp = getattr(self, "_watch_resp", None)

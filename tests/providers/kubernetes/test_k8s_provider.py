@@ -1,6 +1,9 @@
 """KubernetesProvider against the test apiserver, without the engine: discover, probe, streams."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +12,8 @@ from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.kubernetes import KubernetesProvider
 from tests.support import k8s_jobs
 from tests.support.cli import wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
 
 KF = "training.kubeflow.org/"
 
@@ -350,3 +355,19 @@ def test_probes_and_streams_work_past_descriptor_1024(k8s):
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_listing_and_watching_pods_leave_the_whole_core_api_unimported(k8s):
+    """CoreV1Api is one module holding every core API call, about a second to import; dbgfwd needs one call."""
+    k8s.add_pod("p-0", labels={"app": "x"})
+    code = (
+        "import sys\n"
+        "from dbgfwd.providers.kubernetes.cluster import Cluster\n"
+        f"c = Cluster({str(k8s.kubeconfig_path)!r}, None, 'default')\n"
+        "pods, rv = c.list_pods(label_selector='app=x')\n"
+        "events = list(c.watch_pods('app=x', rv, timeout_seconds=1))\n"
+        "print(len(pods), rv != '', 'kubernetes.client.api.core_v1_api' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.stdout.split() == ["1", "True", "False"], out.stderr[-2000:]
