@@ -6,6 +6,7 @@ itself (a number, a list, a boolean); a placeholder inside a longer string is re
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from datetime import timedelta
@@ -38,8 +39,14 @@ def fill(obj: Any, values: Mapping[str, Any]) -> Any:
     return obj
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(name: str) -> Any:
+    return json.loads(read_text(name))
+
+
 def load_json(name: str, values: Mapping[str, Any]) -> Any:
-    return fill(json.loads(read_text(name)), values)
+    # The template is read and parsed once (launch.json for 1024 ranks fills it 1024 times); fill() copies it.
+    return fill(_parsed(name), values)
 
 
 def render_snippet(base_port: int, wait_rank: int | None, collective_timeout: timedelta) -> str:

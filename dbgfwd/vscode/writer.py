@@ -6,6 +6,8 @@ carrying dbgfwd's ownership marker (see `generate`) are replaced; every other by
 
 from __future__ import annotations
 
+import json
+
 import difflib
 import os
 import stat
@@ -76,17 +78,25 @@ def check_target(launch_path: Path) -> None:
                             hint="create it, or fix --launch-json / --workspace")
 
 
-def _user_names(text: str | None, key: str, name_key: str, owned) -> frozenset[str]:
-    """The names (or labels) of the user's own entries under `key` (a file that does not parse: none;
-    the merge reports it)."""
+def _document(text: str | None):
+    """The value of a JSONC document, or None (empty, or it does not parse: the merge reports that). A file
+    without comments or trailing commas is plain JSON, parsed in C (a 1024-rank launch.json is large)."""
     from dbgfwd.vscode.jsonc import loads
 
     if not text or not text.strip():
-        return frozenset()
+        return None
     try:
-        doc = loads(text)
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return loads(text)
     except JsoncError:
-        return frozenset()
+        return None
+
+
+def _user_names(doc, key: str, name_key: str, owned) -> frozenset[str]:
+    """The names (or labels) of the user's own entries under `key` of a parsed document."""
     items = doc.get(key) if isinstance(doc, dict) else None
     return frozenset(str(i[name_key]) for i in items or () if isinstance(i, dict) and not owned(i)
                      and isinstance(i.get(name_key), str))
@@ -99,11 +109,14 @@ def plan_changes(launch_path: Path, entries: Sequence[AttachEntry], options: Lau
     text, raw = _read(launch_path)
     tasks_path = resolve(tasks_path or given.parent / "tasks.json")  # beside launch.json as named, not its target
     ttext, traw = _read(tasks_path)
-    gen = generated or generate(
-        entries, options,
-        taken=_user_names(text, "configurations", "name", owns_launch_entry) |
-        _user_names(text, "compounds", "name", owns_launch_entry),
-        taken_labels=_user_names(ttext, "tasks", "label", owns_task))
+    if generated is None:
+        doc = _document(text)
+        generated = generate(
+            entries, options,
+            taken=_user_names(doc, "configurations", "name", owns_launch_entry) |
+            _user_names(doc, "compounds", "name", owns_launch_entry),
+            taken_labels=_user_names(_document(ttext), "tasks", "label", owns_task))
+    gen = generated
     changes = [_merge(launch_path, text, raw, [
         ListUpdate("configurations", gen.configurations, owns_launch_entry),
         ListUpdate("compounds", gen.compounds, owns_launch_entry),
@@ -117,12 +130,7 @@ def plan_changes(launch_path: Path, entries: Sequence[AttachEntry], options: Lau
 def dangling(change: FileChange) -> list[str]:
     """One warning per user compound that names configurations the file no longer has (after dbgfwd
     wrote fewer ranks): VS Code would fail at launch with "Could not find launch configuration"."""
-    from dbgfwd.vscode.jsonc import loads
-
-    try:
-        doc = loads(change.after)
-    except JsoncError:
-        return []
+    doc = _document(change.after)
     if not isinstance(doc, dict):
         return []
     names = {c.get("name") for c in doc.get("configurations") or () if isinstance(c, dict)}
@@ -155,14 +163,9 @@ def render_diff(changes: Sequence[FileChange]) -> str:
 
 def _only_ours(text: str | None) -> bool:
     """The file holds nothing of the user's (dbgfwd made it): no backup is due."""
-    from dbgfwd.vscode.jsonc import loads
-
     if text is None or "//" in text or "/*" in text:
         return False
-    try:
-        doc = loads(text)
-    except JsoncError:
-        return False
+    doc = _document(text)
     if not isinstance(doc, dict) or not set(doc) <= {"version", "configurations", "compounds", "tasks"}:
         return False
     items = [i for key in ("configurations", "compounds", "tasks") for i in (doc.get(key) or [])]

@@ -301,3 +301,14 @@ def test_corpus_comments_stay_on_their_lines_through_every_update(vscode_dir, na
     assert comments(back) == comments(old)  # a comment alone in a list dbgfwd emptied again stays too
     if name in ROUND_TRIP:
         assert path.read_bytes() == original
+
+
+def test_documents_are_read_as_plain_json_when_they_are_and_as_jsonc_otherwise():
+    """The reads that need only values (user names, dangling compounds, whether a backup is due) take the C JSON
+    parser for a file without comments (a 1024-rank launch.json: 0.25 -> 0.04 s to write) and fall back to JSONC."""
+    from dbgfwd.vscode.writer import _document
+
+    assert _document('{"configurations": [{"name": "a"}]}') == {"configurations": [{"name": "a"}]}
+    assert _document('{\n  // mine\n  "configurations": [{"name": "a",},],\n}') == {"configurations": [{"name": "a"}]}
+    assert _document('{"configurations": [') is None
+    assert _document("") is None and _document(None) is None
