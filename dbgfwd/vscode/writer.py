@@ -6,9 +6,8 @@ carrying dbgfwd's ownership marker (see `generate`) are replaced; every other by
 
 from __future__ import annotations
 
-import json
-
 import difflib
+import json
 import os
 import stat
 from pathlib import Path
