@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 
@@ -75,6 +76,46 @@ def test_dap_session_through_each_forward(lab, provider_for, name):
             port = bridge(provider.open_stream(target, info.port, timeout=10))
             value = debug_round("127.0.0.1", port, str(lab.program), BREAK_LINE, "rank", timeout=30)
             assert value == str(info.rank)
+
+
+def _adapter_of(host, port: int) -> int:
+    """The pid of debugpy's adapter serving `port` on `host` (its own process, found in the host's namespace)."""
+    for pid in host.pids():
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"--for-server" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1] == str(port).encode():
+            return pid
+    raise AssertionError(f"no debugpy adapter for port {port} on {host.name}")
+
+
+@pytest.mark.parametrize("ending", ["channel", "connection"])
+def test_a_forward_that_ends_while_the_ranks_adapter_is_stalled_does_not_end_the_adapter(lab, provider_for, ending):
+    """Item 19 of the hardening issue through real sshd: a rank's adapter stalled (a loaded machine deschedules
+    it) while a channel to it is opened, and the channel or the whole SSH connection ends before it runs again.
+    sshd's connection is dead when the adapter finally accepts it; debugpy's accept thread then ended and every
+    later debugger's `initialize` went unanswered (3 of 3 with plain debugpy). The rank's guarded adapter goes
+    on serving."""
+    host = lab.hosts["h2"]
+    with lab.client.inside():
+        provider = provider_for("h2")
+        target = provider.discover().targets[0]
+        info = target.ranks[0]
+        adapter = _adapter_of(host, info.port)
+        os.kill(adapter, signal.SIGSTOP)
+        try:
+            stream = provider.open_stream(target, info.port, timeout=10)  # sshd's connect waits in the backlog
+            if ending == "channel":
+                stream.close()
+            else:
+                provider.close()  # the SSH connection ends with the channel in it
+        finally:
+            os.kill(adapter, signal.SIGCONT)
+        again = provider_for("h2")
+        target = again.discover().targets[0]
+        port = bridge(again.open_stream(target, info.port, timeout=10))
+        assert debug_round("127.0.0.1", port, str(lab.program), BREAK_LINE, "rank", timeout=30) == str(info.rank)
 
 
 def test_probe_reads_readiness_out_of_band(lab, provider_for):
