@@ -51,6 +51,11 @@ def mask(key: bytes, data) -> bytes:
     return (int.from_bytes(data, sys.byteorder) ^ int.from_bytes(pad, sys.byteorder)).to_bytes(n, sys.byteorder)
 
 
+def close_frame(code: int = 1000) -> bytes:
+    """A client close frame with status `code` (1000: normal closure)."""
+    return encode_frame(OP_CLOSE, struct.pack(">H", code))
+
+
 def encode_frame(opcode: int, payload) -> bytes:
     """One final, masked client frame."""
     n = len(payload)

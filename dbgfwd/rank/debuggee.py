@@ -49,12 +49,12 @@ def guarded_adapter(log: Log) -> Iterator[None]:
     try:
         import debugpy.server.api as api
     except Exception as exc:  # listen() will say what is wrong with this debugpy
-        api = None
         log(f"adapter guard: cannot load debugpy's server module ({exc}); skipped")
+        yield
+        return
     real = getattr(api, "adapter", None)
-    if api is not None and (real is None or not getattr(real, "__file__", None)):
+    if not getattr(real, "__file__", None):
         log("adapter guard: debugpy's server module has no adapter to wrap (debugpy changed?); skipped")
-    if real is None or not getattr(real, "__file__", None):
         yield
         return
     import dbgfwd.rank.adapter as shim

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import time
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ from dbgfwd.errors import UpstreamError
 from dbgfwd.net import wsframes as frames
 from dbgfwd.net.poll import readable
 from dbgfwd.providers.kubernetes.cluster import Cluster
-from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws
+from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws, send_close_frame
 
 STDOUT, STDERR, STATUS = 1, 2, 3
 MAX_OUTPUT = 4 * 1024 * 1024
@@ -106,10 +105,9 @@ def _close(ws) -> None:
     if sock is not None:
         try:
             sock.settimeout(0.5)  # a close frame never waits long on a peer that stopped reading
-            with ws.lock:
-                sock.sendall(frames.encode_frame(frames.OP_CLOSE, struct.pack(">H", 1000)))
         except OSError:
             pass
+    send_close_frame(ws)
     ws.shutdown()  # closes the socket (ws.close() would wait for a second close frame from the server)
 
 

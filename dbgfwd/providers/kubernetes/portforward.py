@@ -19,7 +19,7 @@ import time
 from dbgfwd.errors import UpstreamError
 from dbgfwd.net import wsframes as frames
 from dbgfwd.net.poll import readable
-from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
+from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, send_close_frame
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
 
@@ -205,17 +205,7 @@ class PortForwardStream:
         self._abort()
 
     def _send_close_frame(self) -> None:
-        """A close frame if the socket is free; never wait behind a writer stuck on a dead peer
-        (closing must always work, it is what unblocks that writer)."""
-        if not self._send_lock.acquire(timeout=0.2):
-            return
-        try:
-            if self._ws.sock is not None:
-                self._ws.sock.sendall(frames.encode_frame(frames.OP_CLOSE, struct.pack(">H", 1000)))
-        except OSError:
-            pass
-        finally:
-            self._send_lock.release()
+        send_close_frame(self._ws)
 
     def _abort(self) -> None:
         self._eof = True

@@ -12,6 +12,7 @@ import ssl
 from urllib.parse import quote, urlencode, urlparse
 
 from dbgfwd.errors import ExitCode, UpstreamError
+from dbgfwd.net.wsframes import close_frame
 from dbgfwd.providers.kubernetes.cluster import LOGIN_HINT, Cluster, status_message
 
 V4_BINARY = "v4.channel.k8s.io"
@@ -111,6 +112,20 @@ def open_ws(cluster: Cluster, pod: str, subresource: str, query: list[tuple[str,
                             f"dbgfwd speaks {V4_BINARY}", retryable=False)
     ws.settimeout(None)
     return ws
+
+
+def send_close_frame(ws, wait: float = 0.2) -> None:
+    """A close frame if websocket-client's send lock is free within `wait`: never wait behind a writer stuck on a
+    dead peer (closing must always work, it is what unblocks that writer)."""
+    if not ws.lock.acquire(timeout=wait):
+        return
+    try:
+        if ws.sock is not None:
+            ws.sock.sendall(close_frame())
+    except OSError:
+        pass
+    finally:
+        ws.lock.release()
 
 
 def _safe(exc: BaseException) -> str:

@@ -22,8 +22,6 @@ def _guard(log_exception) -> None:
     from debugpy.common import sockets
 
     serve = sockets.serve
-    if getattr(serve, "__dbgfwd_guarded__", False):
-        return
 
     def guarded_serve(name, handler, *args, **kwargs):
         def guarded_handler(sock):
@@ -40,7 +38,6 @@ def _guard(log_exception) -> None:
 
         return serve(name, guarded_handler, *args, **kwargs)
 
-    guarded_serve.__dbgfwd_guarded__ = True
     sockets.serve = guarded_serve
 
 

@@ -3,17 +3,15 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from dbgfwd.errors import AuthError, ExitCode, NotFoundError, UpstreamError
 from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.kubernetes import KubernetesProvider
+from tests.conftest import ROOT
 from tests.support import k8s_jobs
 from tests.support.cli import wait_for
-
-ROOT = Path(__file__).resolve().parents[3]
 
 KF = "training.kubeflow.org/"
 

@@ -15,7 +15,7 @@ import struct
 import threading
 from urllib.parse import urlsplit
 
-from dbgfwd.net.wsframes import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, encode_frame  # noqa: F401
+from dbgfwd.net.wsframes import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, close_frame, encode_frame  # noqa: F401
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -141,7 +141,7 @@ class WebSocket:
                     self.closed = True
                     try:
                         self._sock.settimeout(_CLOSE_WAIT)  # the close frame must not wait on a full buffer
-                        self._sock.sendall(encode_frame(OP_CLOSE, struct.pack(">H", 1000)))
+                        self._sock.sendall(close_frame())
                     except OSError:
                         pass
             finally:
