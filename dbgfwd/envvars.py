@@ -8,6 +8,7 @@ BASE_PORT = "DBGFWD_BASE_PORT"  # remote debugpy base port (default 5678)
 RUNTIME_DIR = "DBGFWD_RUNTIME_DIR"  # where rank markers live (default /tmp/dbgfwd-<uid>)
 DEBUG = "DBGFWD_DEBUG"  # "1": show tracebacks, like --debug
 COLLECTIVE_TIMEOUT = "DBGFWD_COLLECTIVE_TIMEOUT"  # dbgfwd-rank: raise torch collective timeouts to this
+COLLECTIVE_TIMEOUT_DEFAULT = "2h"  # long enough for a debugging session; a real hang still ends, hours later
 RANK_VERBOSE = "DBGFWD_RANK_VERBOSE"  # "1": dbgfwd-rank says what it changed, like -v
 NO_COLOR = "NO_COLOR"  # any value: no colour
 GDB = "DBGFWD_GDB"  # attach --inject: the gdb to use where the ranks run, when it is not on PATH there

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,8 @@ _ending = False
 
 
 def _new_temp(path: Path) -> tuple[int, str]:
+    import tempfile  # here: `dbgfwd status` reads state and never writes (tempfile imports random, ~5 ms)
+
     with _inflight_lock:
         if _ending:
             raise OSError(errno.ECANCELED, "dbgfwd is ending: nothing more is written")

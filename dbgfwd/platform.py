@@ -10,10 +10,13 @@ judged by its pid alone.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 LINUX = sys.platform.startswith("linux")
 _TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
@@ -37,6 +40,8 @@ def _normal(ip: str) -> str:
 def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the local process at the other end of an accepted loopback connection, or None when
     that cannot be told (not Linux, or the peer is not on this machine)."""
+    import socket
+
     from dbgfwd.rank.markers import parse_tcp_table
 
     try:
@@ -73,6 +78,7 @@ def _sock_diag_uid(family: int, peer: tuple, mine: tuple) -> int | None:
     """The owner of the peer's socket, asked of the kernel for that one socket (sock_diag, as `ss` does):
     reading /proc/net/tcp formats every socket of the machine, ~20 ms at a few thousand sockets, for each
     debugger that connects. None when the kernel does not answer this way (then the table is read)."""
+    import socket
     import struct
 
     try:
@@ -111,6 +117,7 @@ def listening_sockets() -> tuple[frozenset[tuple[str, int]], dict[int, frozenset
     few seconds)."""
     if not LINUX:
         return None
+    import socket
     import struct
 
     listening: set[tuple[str, int]] = set()

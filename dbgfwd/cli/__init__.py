@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from dbgfwd import __version__, envvars
 from dbgfwd.errors import DbgfwdError, ExitCode
@@ -43,9 +44,84 @@ class _App(typer.Typer):
         return super().command(*args, **kwargs)
 
 
+# Each command: the module under dbgfwd.cli that registers it, and the first sentence of its help (what
+# `dbgfwd --help` lists; tests/cli/test_commands.py holds it to the command's own help). A command's module is
+# imported, and its click command built, only when that command runs or completes: `dbgfwd status` does not
+# pay for building the options of the nine others.
+COMMANDS = {
+    "ranks": ("ranks", "Plan the port map: rank -> node, local rank, remote port (base + local rank), local port."),
+    "attach": ("attach", "Forward every rank's debugpy port to 127.0.0.1 and keep the forwards alive."),
+    "attach-rank": ("attach_rank", 'Attach the debugger to more ranks, under the "dbgfwd: job" session already '
+                                   "running in VS Code."),
+    "ls": ("ls", "List the targets and ranks `dbgfwd attach` would forward, with where each runs."),
+    "status": ("status", "Show every rank's target, ports, state and traffic from the running `dbgfwd attach`."),
+    "wait": ("wait", "Exit 0 once every (chosen) rank of the running attach is ready; exit 7 on timeout."),
+    "stacks": ("stacks", "Show the Python stack of every rank, taken at nearly the same moment, without stopping "
+                         "the job."),
+    "gen-launch": ("gen_launch", "Write one attach config per rank, a 'dbgfwd: all ranks' compound and its wait "
+                                 "task into .vscode/launch.json and .vscode/tasks.json."),
+    "snippet": ("snippet", "Print lines to paste into a program that cannot run under dbgfwd-rank."),
+    "demo": ("demo", "Start N ranks of a small training loop, forward them, and write launch.json."),
+}
+
+
+def load_command(name: str):
+    """The click command `name`, built from its module (see COMMANDS)."""
+    import importlib
+
+    from typer.main import get_command_from_info
+
+    module = importlib.import_module(f"dbgfwd.cli.{COMMANDS[name][0]}")
+    one = _App()
+    module.register(one)
+    (info,) = one.registered_commands
+    return get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                 rich_markup_mode=app.rich_markup_mode)
+
+
+class _Commands(dict):
+    """The group's commands by name: every name is known from the start, each command is built on first use."""
+
+    def __init__(self) -> None:
+        super().__init__(dict.fromkeys(COMMANDS))
+
+    def __getitem__(self, name):
+        command = super().__getitem__(name)
+        if command is None:
+            command = load_command(name)
+            super().__setitem__(name, command)
+        return command
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def values(self):
+        return [self[name] for name in self]
+
+    def items(self):
+        return [(name, self[name]) for name in self]
+
+
+class _Group(TyperGroup):
+    """The `dbgfwd` group: commands built lazily, and listed by `--help` from COMMANDS without building one."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.commands = _Commands()
+
+    def format_commands(self, ctx, formatter) -> None:
+        from typer._click.utils import make_default_short_help
+
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, make_default_short_help(summary, limit))
+                                for name, (_, summary) in COMMANDS.items()])
+
+
 app = _App(
     name="dbgfwd",
     help=HELP,
+    cls=_Group,
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,  # locals can hold tokens: never print them
@@ -71,17 +147,13 @@ def _root(
     console.configure(verbosity=verbose, debug=debug, no_color=no_color)
 
 
-def _register() -> None:
+def _install() -> None:
     from dbgfwd.cli import fast
 
     fast.install()
-    from dbgfwd.cli import attach, attach_rank, demo, gen_launch, ls, ranks, snippet, stacks, status, wait
-
-    for module in (ranks, attach, attach_rank, ls, status, wait, stacks, gen_launch, snippet, demo):
-        module.register(app)
 
 
-_register()
+_install()
 
 
 def _click_classes(name: str) -> tuple[type, ...]:
@@ -132,7 +204,7 @@ def _hoist_global_options(args: list[str]) -> list[str]:
 
 
 def app_command_names() -> list[str]:
-    return [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    return list(COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> None:

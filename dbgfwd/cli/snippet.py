@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from dbgfwd import envvars
 from dbgfwd.cli import options as o
-
-DEFAULT_TIMEOUT = "2h"  # dbgfwd.rank.collectives.DEFAULT (a test keeps them equal; importing it costs start-up time)
 
 
 def _timeout(text: str):
@@ -26,7 +25,7 @@ def snippet(
     wait_rank: int = typer.Option(0, "--wait-rank", min=0, metavar="RANK",
                                   help="this rank waits for a debugger before going on"),
     no_wait: bool = typer.Option(False, "--no-wait", help="no rank waits for a debugger"),
-    collective_timeout: str = typer.Option(DEFAULT_TIMEOUT, "--collective-timeout", metavar="DURATION",
+    collective_timeout: str = typer.Option(envvars.COLLECTIVE_TIMEOUT_DEFAULT, "--collective-timeout", metavar="DURATION",
                                            help="torch collective timeout while debugging (e.g. 2h, 90m, 3600), "
                                                 "used where dbgfwd is installed in the rank"),
 ) -> None:

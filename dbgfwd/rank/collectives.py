@@ -27,13 +27,15 @@ import sys
 from datetime import timedelta
 from typing import Callable
 
+from dbgfwd import envvars
+
 Log = Callable[[str], None]
 
 C10D = "torch.distributed.distributed_c10d"
 CREATORS = ("init_process_group", "new_group", "split_group", "new_subgroups", "new_subgroups_by_enumeration")
 NCCL_HEARTBEAT_ENV = "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC"
 _WRAPPED = "__dbgfwd_collective_timeout__"
-DEFAULT = "2h"  # long enough for a debugging session; a real hang still ends, hours later
+DEFAULT = envvars.COLLECTIVE_TIMEOUT_DEFAULT
 
 
 class Guard:

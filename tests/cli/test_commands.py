@@ -32,6 +32,39 @@ def test_help_lists_commands_exit_codes_and_env_without_loading_sdks():
         assert sub.returncode == 0 and "Usage" in sub.stdout, (cmd, sub.stderr)
 
 
+def test_the_command_list_in_help_is_each_commands_own_help_and_builds_no_command():
+    """`dbgfwd --help` lists the commands from dbgfwd.cli.COMMANDS, without importing or building one; what it
+    lists must be what each command's own help says, at every width click can wrap to."""
+    code = ("import sys\nfrom dbgfwd.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith('dbgfwd.cli.') and m not in "
+            "('dbgfwd.cli.fast', 'dbgfwd.cli.help')))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "LOADED []" in res.stdout, res.stdout
+    listed = res.stdout[res.stdout.index("Commands:"):res.stdout.index("LOADED")].splitlines()[1:]
+    from typer._click.utils import make_default_short_help
+
+    from dbgfwd.cli import COMMANDS, load_command
+
+    assert [line.split()[0] for line in listed if line.strip()] == list(COMMANDS)
+    for name, (_, summary) in COMMANDS.items():
+        command = load_command(name)
+        assert command.name == name and not command.hidden
+        for limit in range(10, 400, 7):
+            assert make_default_short_help(summary, limit) == command.get_short_help_str(limit), (name, limit)
+
+
+def test_a_command_is_built_only_when_it_runs():
+    code = ("import sys\nfrom dbgfwd.cli import main\ntry:\n    main(['status', '--help'])\nexcept SystemExit:\n"
+            "    pass\nprint('LOADED', sorted(m for m in sys.modules if m.startswith('dbgfwd.cli.')))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    loaded = res.stdout[res.stdout.index("LOADED"):]
+    assert "dbgfwd.cli.status" in loaded and "dbgfwd.cli.attach'" not in loaded, loaded
+    res = cli.run("atach")
+    assert res.returncode == ExitCode.USAGE and "Did you mean 'attach'" in res.stderr, res.stderr
+
+
 def test_ranks_json_plan(tmp_path, port_block):
     base = port_block(4)
     res = cli.run("ranks", "4", "--ranks-per-node", "2", "--base-port", str(base), "--only", "1-3", "--json",

@@ -57,3 +57,13 @@ def test_a_typed_path_skips_pydantic_and_still_gets_typers_path_checks(tmp_path)
                           "--launch-json", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "is a directory" in res.stderr, res.stderr
     assert not (tmp_path / ".vscode").exists()
+
+
+def test_rank_launcher_help_loads_nothing_that_runs_in_the_rank():
+    code = ("import sys, json\nfrom dbgfwd.rank import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+            "    pass\nprint(json.dumps(sorted(sys.modules)), file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "dbgfwd-rank" in res.stdout, res.stdout
+    loaded = set(json.loads(res.stderr.strip().splitlines()[-1]))
+    assert not loaded & {"dbgfwd.rank.collectives", "dbgfwd.rank.debuggee", "dbgfwd.rank.markers",
+                         "dbgfwd.rank.stackdump", "inspect", "debugpy"}, loaded
