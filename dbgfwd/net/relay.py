@@ -127,14 +127,33 @@ class Relay:
         self._framer = DapRewriter(self._inflight.client_message)
         self._answers = DapFramer(self._inflight.adapter_message)
         self._detach: threading.Thread | None = None
+        self._stop_push: Callable[[], None] | None = None
 
     def run(self) -> None:
-        """Run in the calling thread (client -> upstream) plus one helper thread (upstream -> client)."""
+        """Run in the calling thread (client -> upstream) plus one helper thread (upstream -> client).
+
+        An upstream with `push_to(client, on_sent)` may write what it receives to the client itself, from the
+        thread that receives it (the SSH provider's channels do, see dbgfwd.providers.ssh.direct): the helper
+        thread then sends only what the client did not take at once. `push_to` returns the function that stops
+        it, called before the client is given up or closed."""
+        push_to = getattr(self.upstream, "push_to", None)
+        if push_to is not None:
+            self._stop_push = push_to(self.client, self._pushed)
         t = threading.Thread(target=self._direction, args=(self.upstream, self.client, "down"),
                              name=f"{self._name}-down", daemon=True)
         t.start()
         self._direction(self.client, self.upstream, "up")
         t.join()
+
+    def _pushed(self, data) -> None:
+        """Bytes the upstream wrote to the client itself (see run)."""
+        self._answers.feed(data)
+        self.counters.down += len(data)
+
+    def _no_more_push(self) -> None:
+        stop, self._stop_push = self._stop_push, None
+        if stop is not None:
+            stop()
 
     def _direction(self, src, dst, attr: str) -> None:
         if attr == "up":  # the client's requests, whole and made safe for the ranks (see DapRewriter)
@@ -148,6 +167,7 @@ class Relay:
             self._client_gone(dst)
         elif attr == "down" and outcome == DST_ERROR:
             # The client is gone while the rank still talks: drain the upstream until it is done.
+            self._no_more_push()
             _close_client(self.client)
             outcome = _copy(src, None, self.counters, attr, self._buffer_size, watch)
             clean = outcome == SRC_EOF
@@ -204,6 +224,7 @@ class Relay:
             if self._closed.is_set():
                 return
             self._closed.set()
+        self._no_more_push()  # before the client's socket closes: its number may be reused at once
         # shutdown first: it wakes a thread blocked in recv on the same socket, close alone may not
         for sock in (self.client, self.upstream):
             try:

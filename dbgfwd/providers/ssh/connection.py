@@ -299,9 +299,12 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 def _transport(sock, **kwargs):
     import paramiko
 
+    from dbgfwd.providers.ssh import direct
+
     transport = paramiko.Transport(sock, **kwargs)
     options = transport.get_security_options()
     options.ciphers = PREFERRED_CIPHERS + tuple(c for c in options.ciphers if c not in PREFERRED_CIPHERS)
+    direct.install(transport)
     return transport
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 
 import pytest
 
 from dbgfwd.errors import AuthError, ExitCode, UnreachableError, UpstreamError
+from dbgfwd.net.relay import Relay
 from dbgfwd.providers.ssh import SshProvider
 from tests.providers.ssh.helpers import bridge, config_with, established_ssh_sessions, eventually, make_provider
 from tests.support.dap import debug_round
+from tests.support.echo_server import EchoServer
 from tests.support.ranks import BREAK_LINE
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -116,6 +119,55 @@ def test_a_forward_that_ends_while_the_ranks_adapter_is_stalled_does_not_end_the
         target = again.discover().targets[0]
         port = bridge(again.open_stream(target, info.port, timeout=10))
         assert debug_round("127.0.0.1", port, str(lab.program), BREAK_LINE, "rank", timeout=30) == str(info.rank)
+
+
+def test_bulk_both_ways_through_a_relay_with_a_key_exchange_midway(lab, provider_for):
+    """8 MB echoed through the relay over one direct-tcpip channel, four times the channel's window: the window
+    given back for what paramiko's transport thread wrote straight to the client (dbgfwd.providers.ssh.direct)
+    must reach sshd, or the transfer stops at 2 MB. A key exchange in the middle, during which paramiko holds
+    every send back, must not stall it either."""
+    echo = EchoServer.start(port=0, cmd_prefix=lab.hosts["h1"].prefix())
+    try:
+        with lab.client.inside():
+            provider = provider_for("h1")
+            channel = provider.open_stream(provider.discover().targets[0], echo.port, timeout=10)
+            with socket.socket() as server:
+                server.bind(("127.0.0.1", 0))
+                server.listen(1)
+                far = socket.create_connection(server.getsockname())
+                near, _ = server.accept()
+            near.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            relay = Relay(near, channel, name="bulk")
+            threading.Thread(target=relay.run, daemon=True).start()
+            payload = os.urandom(1 << 20) * 8
+
+            def send() -> None:
+                far.sendall(b"E")
+                for i in range(0, len(payload), 1 << 16):
+                    far.sendall(payload[i:i + (1 << 16)])
+                far.shutdown(socket.SHUT_WR)
+
+            threading.Thread(target=send, daemon=True).start()
+            received, rekey = bytearray(), None
+            far.settimeout(60)
+            while True:
+                data = far.recv(1 << 18)
+                if not data:
+                    break
+                received += data
+                if rekey is None and len(received) > len(payload) // 2:
+                    rekey = threading.Thread(target=channel.get_transport().renegotiate_keys, daemon=True)
+                    rekey.start()
+            far.close()
+            assert rekey is not None
+            rekey.join(30)
+            assert not rekey.is_alive()
+            assert len(received) == len(payload) and bytes(received) == payload
+            assert channel.in_buffer.direct > 0, "nothing went straight from the transport thread to the client"
+            eventually(lambda: relay.closed, 30, "the relay to end")
+            assert relay.counters.down == relay.counters.up - 1 == len(payload)
+    finally:
+        echo.stop()
 
 
 def test_probe_reads_readiness_out_of_band(lab, provider_for):
