@@ -197,6 +197,8 @@ def process_running(pid: int) -> bool:
 _PIDFDS: dict[int, int] = {}  # pid -> pidfd of the process seen running under that pid
 _PIDFDS_MAX = 4096
 _pidfd_lock = threading.Lock()
+_SWEEP_MIN = 64
+_sweep_at = [_SWEEP_MIN]  # sweep for ended processes once this many are watched
 
 
 def _pidfd_says(pid: int) -> bool | None:
@@ -224,7 +226,12 @@ def _watch(pid: int) -> None:
     with _pidfd_lock:
         if pid in _PIDFDS:
             return
-        _forget_ended()  # a new process (a rank restarted): the one it replaced may never be asked about again
+        if len(_PIDFDS) >= _sweep_at[0]:
+            # Ranks restart: the processes they replaced may never be asked about again. Their pidfds are
+            # closed when the watched set has doubled since the last sweep (a sweep polls them all: doing it for
+            # each new pid made the first look at 1024 ranks quadratic, ~0.3 s).
+            _forget_ended()
+            _sweep_at[0] = max(_SWEEP_MIN, 2 * len(_PIDFDS))
         if len(_PIDFDS) >= _PIDFDS_MAX:
             return
         try:

@@ -1,9 +1,9 @@
 """Start-up speed: typer (0.29) coerces every parameter through a pydantic TypeAdapter, and importing pydantic
 and building those adapters costs ~100 ms on each command, `--help` included, even when every value is the
 default dbgfwd itself declared. Declared defaults are trusted as they are (None, or already of the declared
-plain type). A str or a path the user typed is converted as typer would without pydantic (a path still gets
-typer's own checks and errors); any other value a user typed, or read from the environment, still goes through
-typer's own coercion and its error messages. typer is pinned to 0.29.x (pyproject.toml), the release this hooks into."""
+plain type). A str, a flag, a number within its range or a path the user typed is converted as typer would
+without pydantic (a path still gets typer's own checks and errors); any other value a user typed, or read from
+the environment, still goes through typer's own coercion and its error messages. typer is pinned to 0.29.x (pyproject.toml), the release this hooks into."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ def _trusted_default(param, ctx, value) -> bool:
 
 def _plain_value(param, ctx, value):
     """A value the user typed, converted without pydantic where typer's own conversion is a plain one: a str
-    kept as it is, a path made a Path and then checked by typer's path rules (exists, dir_okay, ...), which
-    raise typer's own errors. Anything else (numbers with ranges, choices, lists) returns _NOT_PLAIN and goes
-    through typer's coercion."""
+    kept as it is, a flag's bool, a number within its range, a path made a Path and then checked by typer's
+    path rules (exists, dir_okay, ...), which raise typer's own errors. Anything else (a number out of range or
+    not plainly written, choices, lists) returns _NOT_PLAIN and goes through typer's coercion, and its
+    messages."""
     from pathlib import Path
 
     descriptor = getattr(param, "type_descriptor", None)
@@ -36,6 +37,14 @@ def _plain_value(param, ctx, value):
     annotation = descriptor.annotation
     if annotation is str and type(value) is str:
         return value
+    if annotation is bool and type(value) is bool:  # a flag the user gave
+        return value
+    if annotation in (int, float) and not info.clamp:
+        number = _number(annotation, value)
+        if number is not None and (info.min is None or number >= info.min) and \
+                (info.max is None or number <= info.max):
+            return number
+        return _NOT_PLAIN  # out of range, or not plainly a number: typer's coercion says what is wrong
     if isinstance(annotation, type) and issubclass(annotation, Path) and type(value) is str \
             and info.path_type is None:
         from typer._param_types import coerce_cli_path
@@ -45,6 +54,21 @@ def _plain_value(param, ctx, value):
 
 
 _NOT_PLAIN = object()
+_DIGITS = frozenset("0123456789")
+
+
+def _number(annotation, value):
+    """`value` as `annotation` (int or float) when it is plainly one: a count click made, or decimal digits
+    (with one point for a float) as typed. None for anything else (signs, exponents, spaces, underscores...)."""
+    if type(value) is annotation or (annotation is float and type(value) is int):
+        return annotation(value)
+    if type(value) is not str or not value or len(value) > 18:
+        return None
+    whole, point, fraction = value.partition(".")
+    if not whole or not set(whole) <= _DIGITS or (point and (annotation is int or not fraction
+                                                             or not set(fraction) <= _DIGITS)):
+        return None
+    return annotation(value)
 
 
 def install() -> None:

@@ -11,7 +11,7 @@ import json
 import re
 from datetime import timedelta
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 
@@ -26,17 +26,9 @@ def substitute(text: str, values: Mapping[str, Any]) -> str:
 
 
 def fill(obj: Any, values: Mapping[str, Any]) -> Any:
-    """A copy of the JSON value `obj` with its placeholders replaced by `values`."""
-    if isinstance(obj, dict):
-        return {k: fill(v, values) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [fill(v, values) for v in obj]
-    if isinstance(obj, str):
-        whole = _PLACEHOLDER.fullmatch(obj)
-        if whole:
-            return values[whole.group(1)]
-        return substitute(obj, values)
-    return obj
+    """A copy of the JSON value `obj` with its placeholders replaced by `values`: a string that is one
+    placeholder becomes the value itself (any JSON type), one holding placeholders gets str() of each."""
+    return _compile(obj)(values)
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,8 +37,33 @@ def _parsed(name: str) -> Any:
 
 
 def load_json(name: str, values: Mapping[str, Any]) -> Any:
-    # The template is read and parsed once (launch.json for 1024 ranks fills it 1024 times); fill() copies it.
-    return fill(_parsed(name), values)
+    """The JSON template `name` filled with `values` (see fill). It is read, parsed and turned into the function
+    that builds the filled copy once: launch.json for 1024 ranks fills it 1024 times."""
+    return _filler(name)(values)
+
+
+@functools.lru_cache(maxsize=None)
+def _filler(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return _compile(_parsed(name))
+
+
+def _compile(obj: Any) -> Callable[[Mapping[str, Any]], Any]:
+    """fill(obj, values) as a function of `values`: the placeholders are found once, not on every fill."""
+    if isinstance(obj, dict):
+        members = [(k, _compile(v)) for k, v in obj.items()]
+        return lambda values: {k: make(values) for k, make in members}
+    if isinstance(obj, list):
+        items = [_compile(v) for v in obj]
+        return lambda values: [make(values) for make in items]
+    if isinstance(obj, str):
+        whole = _PLACEHOLDER.fullmatch(obj)
+        if whole:
+            name = whole.group(1)
+            return lambda values: values[name]
+        pieces = _PLACEHOLDER.split(obj)  # text, name, text, name, ..., text
+        if len(pieces) > 1:
+            return lambda values: "".join(p if i % 2 == 0 else str(values[p]) for i, p in enumerate(pieces))
+    return lambda values: obj  # a str without placeholders, a number, true, false, null: never changed
 
 
 def render_snippet(base_port: int, wait_rank: int | None, collective_timeout: timedelta) -> str:

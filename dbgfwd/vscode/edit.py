@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from json.encoder import encode_basestring as _encode_str  # C, as json.dumps uses it
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -69,9 +70,61 @@ def _first_children(node: Node):
 
 
 def render(value: Any, indent: str, unit: str, eol: str) -> str:
-    """`value` as JSON laid out like the document: continuation lines start with `indent`."""
-    text = json.dumps(value, indent=unit, ensure_ascii=False)
-    return text.replace("\n", eol + indent)
+    """`value` as JSON laid out like the document: continuation lines start with `indent`. The same text as
+    `json.dumps(value, indent=unit, ensure_ascii=False)` with its line breaks made `eol + indent`; json's own
+    indented output is produced in pure Python, one generator step per value, and was half of writing
+    launch.json for 1024 ranks: the plain values dbgfwd writes are laid out here, anything else by json."""
+    try:
+        return _layout(value, eol + indent, unit)
+    except (_Unusual, RecursionError):
+        return json.dumps(value, indent=unit, ensure_ascii=False).replace("\n", eol + indent)
+
+
+class _Unusual(Exception):
+    """A value json.dumps would write differently from _layout (or refuse)."""
+
+
+def _layout(value: Any, newline: str, unit: str) -> str:
+    parts: list[str] = []
+    append = parts.append
+
+    def emit(v: Any, pad: str) -> None:
+        kind = type(v)
+        if kind is str:
+            append(_encode_str(v))
+        elif kind is dict or kind is list or kind is tuple:
+            if not v:
+                append("{}" if kind is dict else "[]")
+                return
+            inner = pad + unit
+            append("{" if kind is dict else "[")
+            first = True
+            for item in (v.items() if kind is dict else v):
+                append(inner if first else "," + inner)
+                first = False
+                if kind is dict:
+                    key, item = item
+                    if type(key) is not str:
+                        raise _Unusual
+                    append(_encode_str(key))
+                    append(": ")
+                emit(item, inner)
+            append(pad + ("}" if kind is dict else "]"))
+        elif v is None:
+            append("null")
+        elif v is True:
+            append("true")
+        elif v is False:
+            append("false")
+        elif kind is int:
+            append(int.__repr__(v))
+        elif kind is float and v == v and v not in (float("inf"), float("-inf")):
+            append(float.__repr__(v))
+        else:
+            raise _Unusual
+
+    emit(value, newline)
+    return "".join(parts)
 
 
 def render_document(value: Any, unit: str = DEFAULT_INDENT, eol: str = "\n") -> str:

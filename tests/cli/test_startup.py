@@ -36,6 +36,25 @@ def test_declared_defaults_skip_typers_coercion_but_typed_values_do_not():
     assert res.returncode == 2 and "--base-port" in res.stderr, res.stderr
 
 
+def test_typed_numbers_and_flags_within_range_skip_pydantic_and_the_rest_still_gets_typers_checks(tmp_path):
+    """What a script types (`ranks 4 --base-port 7000 --json -vv`, `wait --timeout 2.5`) is converted without
+    pydantic; a number out of range, or not plainly written, still gets typer's message and exit code 2."""
+    loaded = _loaded_after("-vv", "ranks", "4", "--base-port", "7000", "--ranks-per-node", "2", "--json",
+                           "-w", str(tmp_path))
+    assert "pydantic" not in loaded
+    assert "pydantic" not in _loaded_after("wait", "--timeout", "2.5", "-w", str(tmp_path))
+    res = subprocess.run([sys.executable, "-m", "dbgfwd", "ranks", "4", "--base-port", "7000", "--ranks-per-node",
+                          "2", "--json", "-w", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    plan = json.loads(res.stdout)
+    assert [(r["node"], r["remote_port"]) for r in plan["ranks"]] == [
+        ("node0", 7000), ("node0", 7001), ("node1", 7000), ("node1", 7001)]
+    for bad in ("70000", "7e3", "x"):
+        res = subprocess.run([sys.executable, "-m", "dbgfwd", "ranks", "4", "--base-port", bad], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 2 and "--base-port" in res.stderr, (bad, res.stderr)
+    assert "pydantic" in _loaded_after("ranks", "4", "--base-port", "+7000")  # not plain: typer decides
+
+
 def test_a_typed_path_skips_pydantic_and_still_gets_typers_path_checks(tmp_path):
     """`status -w DIR` (what a script runs every few seconds): the path is converted without pydantic, and
     typer's own rules for it still hold (a workspace must not be a file, --launch-json must not be a folder)."""

@@ -80,15 +80,17 @@ def test_a_process_seen_running_is_then_watched_without_reading_proc(monkeypatch
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here (Linux 5.3+ and Python 3.9+)")
-def test_the_watch_of_a_process_never_asked_about_again_ends_when_another_is_watched():
+def test_the_watch_of_a_process_never_asked_about_again_ends_at_the_next_sweep(monkeypatch):
     """A restarted rank's old pid is never asked about again (its marker is gone): its pidfd must not stay open
-    for the rest of the session. Watching the new process closes the watches of the ended ones."""
+    for the rest of the session. The watches of ended processes are closed when the watched set has doubled
+    since the last sweep; here the next watch is made to be that moment."""
     from dbgfwd import platform
 
     old = subprocess.Popen(["sleep", "60"])
     assert markers.pid_alive(old.pid) and old.pid in platform._PIDFDS
     old.kill()
     old.wait()
+    monkeypatch.setattr(platform, "_sweep_at", [len(platform._PIDFDS)])
     new = subprocess.Popen(["sleep", "60"])
     try:
         assert markers.pid_alive(new.pid)
@@ -96,6 +98,33 @@ def test_the_watch_of_a_process_never_asked_about_again_ends_when_another_is_wat
     finally:
         new.kill()
         new.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here (Linux 5.3+ and Python 3.9+)")
+def test_watching_many_processes_sweeps_a_few_times_not_once_each(monkeypatch):
+    """The first look at 1024 ranks watches 1024 new pids: a sweep (a poll of every watched pidfd) for each was
+    quadratic. Sweeps come when the watched set has doubled, and the ended ones are still closed."""
+    from dbgfwd import platform
+
+    sweeps = []
+    real = platform._forget_ended
+    monkeypatch.setattr(platform, "_forget_ended", lambda: sweeps.append(len(platform._PIDFDS)) or real())
+    procs = [subprocess.Popen(["sleep", "60"]) for _ in range(300)]
+    try:
+        for p in procs[:150]:
+            assert markers.pid_alive(p.pid)
+        for p in procs[:150]:
+            p.kill()
+            p.wait()
+        for p in procs[150:]:
+            assert markers.pid_alive(p.pid)
+        assert 1 <= len(sweeps) <= 5, sweeps
+        assert not {p.pid for p in procs[:150]} & set(platform._PIDFDS)  # the ended ones went at a sweep
+        assert len(platform._PIDFDS) <= 2 * 150 + platform._SWEEP_MIN
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def test_outside_linux_a_marker_s_process_is_looked_up_without_proc(monkeypatch):

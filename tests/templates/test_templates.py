@@ -25,3 +25,16 @@ def test_fill_keeps_types_and_substitutes_inside_strings():
 def test_unknown_placeholder_is_a_bug_not_silence():
     with pytest.raises(KeyError):
         templates.fill({"a": "{{missing}}"}, {})
+
+
+def test_a_template_filled_twice_gives_two_copies():
+    first = templates.load_json("attach.json", VALUES)
+    first["presentation"]["group"] = "changed"
+    first["connect"]["port"] = -1
+    second = templates.load_json("attach.json", VALUES)
+    assert second == templates.fill(json.loads(templates.read_text("attach.json")), VALUES)
+    assert second["connect"]["port"] == 5678 and second["presentation"].get("group") != "changed"
+
+
+VALUES = {"rank": 3, "node": "n1", "host": "127.0.0.1", "local_port": 5678, "local_root": "/w", "remote_root": "/r",
+          "just_my_code": False, "order": 103}
