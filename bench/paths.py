@@ -62,8 +62,11 @@ class BenchPath:
 
 
 def dbgfwd_env() -> dict:
-    """Environment running the dbgfwd of this checkout (not whatever is installed)."""
+    """Environment running the dbgfwd of this checkout (not whatever is installed), byte-compiled as an
+    installed package is: PYTHONDONTWRITEBYTECODE (set on some CI and sandbox machines) would have every dbgfwd
+    process compile its modules from source, which no installed dbgfwd does."""
     env = dict(os.environ, NO_COLOR="1")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 

@@ -135,11 +135,9 @@ def _port_block(count: int) -> int:
 
 
 def command_time(cmd: list[str], runs: int) -> dict:
-    """Median wall time of `cmd`, byte-compiled as an installed package is (pip compiles at install time): one
-    unmeasured run first writes the bytecode, even where PYTHONDONTWRITEBYTECODE is set (it is on some CI and
-    sandbox machines, where every run would otherwise compile dbgfwd's modules from source, ~25 ms)."""
+    """Median wall time of `cmd`, byte-compiled as an installed package is (see dbgfwd_env): one unmeasured run
+    first writes the bytecode."""
     env = dbgfwd_env()
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     samples = []
     for i in range(runs + 1):
         t = time.perf_counter()
