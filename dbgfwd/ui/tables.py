@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from rich.table import Table
 from rich.text import Text
 
 from dbgfwd.ui.console import clean
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STATE_STYLES = {
     "planned": "dim", "waiting": "yellow", "ready": "green", "connected": "bold green",
@@ -57,6 +59,8 @@ class RankTable:
         self.show_traffic = show_traffic
 
     def _table(self, widths: dict[str, int], cells: list[dict[str, Text]], details: bool) -> Table:
+        from rich.table import Table  # here: `status` of many settled ranks prints no table (~30 ms to import)
+
         table = Table(title=Text(clean(self.title)) if self.title else None, title_justify="left",
                       show_edge=False, pad_edge=False)
         for name, justify, _ in _COLUMNS:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from json.encoder import encode_basestring as _encode_str  # C, as json.dumps uses it
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _encode_str  # C, as json.dumps uses it
 from typing import Any, Callable, Sequence
 
 from dbgfwd.vscode.jsonc import JsoncError, Node, parse, position
