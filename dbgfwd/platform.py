@@ -195,10 +195,10 @@ def process_running(pid: int) -> bool:
 
 
 _PIDFDS: dict[int, int] = {}  # pid -> pidfd of the process seen running under that pid
+_PIDS: dict[int, int] = {}  # pidfd -> pid
 _PIDFDS_MAX = 4096
 _pidfd_lock = threading.Lock()
-_SWEEP_MIN = 64
-_sweep_at = [_SWEEP_MIN]  # sweep for ended processes once this many are watched
+_watched = None  # one poll object holding every pidfd: a sweep asks the kernel which ended, in one call
 
 
 def _pidfd_says(pid: int) -> bool | None:
@@ -214,46 +214,54 @@ def _pidfd_says(pid: int) -> bool | None:
         poller.register(fd, select.POLLIN)
         if not poller.poll(0):
             return True
-        del _PIDFDS[pid]
-        os.close(fd)
+        _drop(fd)
     return None
 
 
 def _watch(pid: int) -> None:
+    global _watched
     pidfd_open = getattr(os, "pidfd_open", None)
     if pidfd_open is None or pid <= 0:
         return
+    import select
+
     with _pidfd_lock:
         if pid in _PIDFDS:
             return
-        if len(_PIDFDS) >= _sweep_at[0]:
-            # Ranks restart: the processes they replaced may never be asked about again. Their pidfds are
-            # closed when the watched set has doubled since the last sweep (a sweep polls them all: doing it for
-            # each new pid made the first look at 1024 ranks quadratic, ~0.3 s).
-            _forget_ended()
-            _sweep_at[0] = max(_SWEEP_MIN, 2 * len(_PIDFDS))
+        _forget_ended()  # a new process (a rank restarted): the one it replaced may never be asked about again
         if len(_PIDFDS) >= _PIDFDS_MAX:
             return
         try:
-            _PIDFDS[pid] = pidfd_open(pid)
+            fd = pidfd_open(pid)
         except OSError:  # ended since, or pidfds refused (old kernel, seccomp): /proc is read each time
-            pass
+            return
+        if _watched is None:
+            _watched = select.poll()
+        _watched.register(fd, select.POLLIN)
+        _PIDFDS[pid], _PIDS[fd] = fd, pid
 
 
 def _forget_ended() -> None:
-    """Close the pidfds of processes that have ended (one poll for all). Caller holds _pidfd_lock."""
-    import select
+    """Close the pidfds of processes that have ended. Caller holds _pidfd_lock. The poll object is kept with
+    every pidfd in it: building one for each sweep cost a registration per watched process, and the first look
+    at 1024 ranks (1024 new processes, a sweep each) was quadratic, ~0.3 s."""
+    if _watched is not None and _PIDFDS:
+        for fd, _ in _watched.poll(0):
+            _drop(fd)
 
-    if not _PIDFDS:
-        return
-    poller = select.poll()
-    pid_of = {}
-    for pid, fd in _PIDFDS.items():
-        poller.register(fd, select.POLLIN)
-        pid_of[fd] = pid
-    for fd, _ in poller.poll(0):
-        del _PIDFDS[pid_of[fd]]
-        os.close(fd)
+
+def _drop(fd: int) -> None:
+    """Stop watching through `fd` (caller holds _pidfd_lock): out of the poll object before it is closed, so
+    the number, reused by a later pidfd, is never polled as this one."""
+    if _watched is not None:
+        try:
+            _watched.unregister(fd)
+        except KeyError:
+            pass
+    pid = _PIDS.pop(fd, None)
+    if pid is not None:
+        _PIDFDS.pop(pid, None)
+    os.close(fd)
 
 
 def try_lock(fd: int, exclusive: bool = True) -> bool:

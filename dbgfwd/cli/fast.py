@@ -1,9 +1,10 @@
 """Start-up speed: typer (0.29) coerces every parameter through a pydantic TypeAdapter, and importing pydantic
 and building those adapters costs ~100 ms on each command, `--help` included, even when every value is the
 default dbgfwd itself declared. Declared defaults are trusted as they are (None, or already of the declared
-plain type). A str, a flag, a number within its range or a path the user typed is converted as typer would
-without pydantic (a path still gets typer's own checks and errors); any other value a user typed, or read from
-the environment, still goes through typer's own coercion and its error messages. typer is pinned to 0.29.x (pyproject.toml), the release this hooks into."""
+plain type). A str, a flag, a number within its range or a path the user typed (or set in the environment) is
+converted as typer would without pydantic (a path still gets typer's own checks and errors); any other value
+still goes through typer's own coercion and its error messages. typer is pinned to 0.29.x (pyproject.toml), the
+release this hooks into."""
 
 from __future__ import annotations
 

@@ -80,17 +80,15 @@ def test_a_process_seen_running_is_then_watched_without_reading_proc(monkeypatch
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here (Linux 5.3+ and Python 3.9+)")
-def test_the_watch_of_a_process_never_asked_about_again_ends_at_the_next_sweep(monkeypatch):
+def test_the_watch_of_a_process_never_asked_about_again_ends_when_another_is_watched():
     """A restarted rank's old pid is never asked about again (its marker is gone): its pidfd must not stay open
-    for the rest of the session. The watches of ended processes are closed when the watched set has doubled
-    since the last sweep; here the next watch is made to be that moment."""
+    for the rest of the session. Watching the new process closes the watches of the ended ones."""
     from dbgfwd import platform
 
     old = subprocess.Popen(["sleep", "60"])
     assert markers.pid_alive(old.pid) and old.pid in platform._PIDFDS
     old.kill()
     old.wait()
-    monkeypatch.setattr(platform, "_sweep_at", [len(platform._PIDFDS)])
     new = subprocess.Popen(["sleep", "60"])
     try:
         assert markers.pid_alive(new.pid)
@@ -101,30 +99,50 @@ def test_the_watch_of_a_process_never_asked_about_again_ends_at_the_next_sweep(m
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here (Linux 5.3+ and Python 3.9+)")
-def test_watching_many_processes_sweeps_a_few_times_not_once_each(monkeypatch):
-    """The first look at 1024 ranks watches 1024 new pids: a sweep (a poll of every watched pidfd) for each was
-    quadratic. Sweeps come when the watched set has doubled, and the ended ones are still closed."""
+def test_watching_many_new_processes_registers_each_once(monkeypatch):
+    """The first look at 1024 ranks watches 1024 new processes, each after a sweep for ended ones. A sweep that
+    built its poll object anew registered every watched pidfd again: quadratic (~0.3 s at 1024). The watched
+    set is kept in one poll object; the ended ones are still closed at the next watch."""
+    import select
+
     from dbgfwd import platform
 
-    sweeps = []
-    real = platform._forget_ended
-    monkeypatch.setattr(platform, "_forget_ended", lambda: sweeps.append(len(platform._PIDFDS)) or real())
-    procs = [subprocess.Popen(["sleep", "60"]) for _ in range(300)]
+    monkeypatch.setattr(platform, "_PIDFDS", {})
+    monkeypatch.setattr(platform, "_PIDS", {})
+    monkeypatch.setattr(platform, "_watched", None)
+    registered = []
+    real_poll = select.poll
+
+    class CountingPoll:
+        def __init__(self):
+            self._poll = real_poll()
+
+        def register(self, fd, mask):
+            registered.append(fd)
+            self._poll.register(fd, mask)
+
+        def __getattr__(self, name):
+            return getattr(self._poll, name)
+
+    monkeypatch.setattr(select, "poll", CountingPoll)
+    procs = [subprocess.Popen(["sleep", "60"]) for _ in range(200)]
     try:
-        for p in procs[:150]:
+        for p in procs[:100]:
             assert markers.pid_alive(p.pid)
-        for p in procs[:150]:
+        for p in procs[:100]:
             p.kill()
             p.wait()
-        for p in procs[150:]:
+        for p in procs[100:]:
             assert markers.pid_alive(p.pid)
-        assert 1 <= len(sweeps) <= 5, sweeps
-        assert not {p.pid for p in procs[:150]} & set(platform._PIDFDS)  # the ended ones went at a sweep
-        assert len(platform._PIDFDS) <= 2 * 150 + platform._SWEEP_MIN
+        assert len(registered) == 200, len(registered)  # once each: not once per watched process per sweep
+        assert set(platform._PIDFDS) == {p.pid for p in procs[100:]}  # the ended ones went at the next watch
     finally:
         for p in procs:
             p.kill()
             p.wait()
+        with platform._pidfd_lock:
+            for fd in list(platform._PIDS):
+                platform._drop(fd)
 
 
 def test_outside_linux_a_marker_s_process_is_looked_up_without_proc(monkeypatch):
