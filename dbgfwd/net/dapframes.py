@@ -116,6 +116,7 @@ class DapRewriter:
         self._buf = bytearray()
         self._on_message = on_message
         self.rewritten = 0
+        self.detached = False  # the client has sent its own `disconnect` (or a `terminate`, sent on as one)
 
     @property
     def at_boundary(self) -> bool:
@@ -163,6 +164,8 @@ class DapRewriter:
             return body
         if not isinstance(msg, dict) or msg.get("type") != "request":
             return body
+        if msg.get("command") in ("disconnect", "terminate"):
+            self.detached = True
         args = msg.get("arguments") if isinstance(msg.get("arguments"), dict) else {}
         if msg.get("command") == "terminate" or (msg.get("command") == "disconnect" and args.get("terminateDebuggee")):
             msg["command"] = "disconnect"

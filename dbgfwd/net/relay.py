@@ -187,7 +187,11 @@ class Relay:
 
     def _client_gone(self, upstream) -> None:
         """Detach for a vanished DAP client once the adapter has answered its last request (bounded by
-        `linger`); anything else gets a half-close."""
+        `linger`); anything else gets a half-close. A client that detached itself gets nothing more: the
+        adapter ends the session and closes its side on its own, and a second `disconnect` could reach it after
+        it had closed the client's stream (debugpy 1.8's adapter then exits: docs/debugpy.md, 4)."""
+        if self._framer.detached:
+            return
         if not self._framer.at_boundary:
             _shutdown_write(upstream)
             return
