@@ -22,12 +22,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from tests.support import k8s_stream
 from tests.support.k8s_pods import PodRuntime
+from tests.support.net import ApiHTTPServer
 
 FIELDS = {"metadata.name", "metadata.namespace", "status.phase", "spec.nodeName"}
 
@@ -250,8 +251,7 @@ class K8sServer:
         self.stats = Stats()
         self.user = "system:serviceaccount:test:dev"
         self.prefer_base64 = False
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = ApiHTTPServer(("127.0.0.1", 0), _handler(self))
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
