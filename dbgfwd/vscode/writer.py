@@ -108,14 +108,14 @@ def plan_changes(launch_path: Path, entries: Sequence[AttachEntry], options: Lau
     text, raw = _read(launch_path)
     tasks_path = resolve(tasks_path or given.parent / "tasks.json")  # beside launch.json as named, not its target
     ttext, traw = _read(tasks_path)
-    if generated is None:
+    gen = generated
+    if gen is None:
         doc = _document(text)
-        generated = generate(
+        gen = generate(
             entries, options,
             taken=_user_names(doc, "configurations", "name", owns_launch_entry) |
             _user_names(doc, "compounds", "name", owns_launch_entry),
             taken_labels=_user_names(_document(ttext), "tasks", "label", owns_task))
-    gen = generated
     changes = [_merge(launch_path, text, raw, [
         ListUpdate("configurations", gen.configurations, owns_launch_entry),
         ListUpdate("compounds", gen.compounds, owns_launch_entry),

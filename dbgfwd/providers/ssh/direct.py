@@ -24,6 +24,7 @@ layout `install` does nothing and channels are read the usual way. Windows has n
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -61,13 +62,10 @@ def install(transport) -> bool:
     return True
 
 
-_classes: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _pipe_class(base):
-    if base not in _classes:
-        _classes[base] = type("DirectPipe", (_DirectMixin, base), {})
-    return _classes[base]
+    """DirectPipe: paramiko's BufferedPipe (imported only once paramiko is), with _DirectMixin's behaviour."""
+    return type("DirectPipe", (_DirectMixin, base), {})
 
 
 class _DirectMixin:
