@@ -14,6 +14,7 @@ Behind it, pods are network namespaces running real processes (tests/support/k8s
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -236,7 +237,7 @@ class Stats:
 class K8sServer:
     """Start with `with K8sServer() as srv:`; add pods with add_pod(); kubeconfig() writes a config."""
 
-    def __init__(self, token: str = "test-token-5f3a", root: Path | None = None):
+    def __init__(self, token: str = "test-token-5f3a", root: Path | None = None, tls: bool = False):
         self.token = token
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="dbgfwd-k8s-", dir="/var/tmp"))
@@ -251,9 +252,15 @@ class K8sServer:
         self.stats = Stats()
         self.user = "system:serviceaccount:test:dev"
         self.prefer_base64 = False
-        self.httpd = ApiHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.httpd = ApiHTTPServer(("127.0.0.1", 0), _handler(self, tls))
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.pki = None
+        if tls:  # HTTPS with a certificate of its own CA, which kubeconfig() hands to clients
+            from tests.support.tlscert import make_pki
+
+            self.pki = make_pki(self.root / "pki")
+            self.httpd.tls_context = self.pki.server_context()
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.stopped = False
 
@@ -283,11 +290,17 @@ class K8sServer:
         if namespace:
             ctx["namespace"] = namespace
         cfg = {"apiVersion": "v1", "kind": "Config", "current-context": context,
-               "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+               "clusters": [{"name": "test", "cluster": self._cluster_entry()}],
                "users": [{"name": "dev", "user": {"token": token or self.token}}],
                "contexts": [{"name": context, "context": ctx}]}
         path.write_text(json.dumps(cfg))  # JSON is YAML
         return path
+
+    def _cluster_entry(self) -> dict:
+        entry = {"server": self.url}
+        if self.pki:
+            entry["certificate-authority-data"] = base64.b64encode(self.pki.ca.read_bytes()).decode()
+        return entry
 
     # ---- pods ----
 
@@ -377,8 +390,10 @@ class K8sServer:
                 "items": sorted(items, key=lambda p: p["metadata"]["name"])}
 
 
-def _handler(server: K8sServer):
-    return type("Handler", (ApiHandler,), {"srv": server})
+def _handler(server: K8sServer, tls: bool = False):
+    # Over TLS the request is read unbuffered: an upgraded connection is handed to a websocket whole, with no
+    # bytes left behind in a reader's buffer (see k8s_stream._upgrade).
+    return type("Handler", (ApiHandler,), {"srv": server, "rbufsize": 0 if tls else -1})
 
 
 class ApiHandler(BaseHTTPRequestHandler):

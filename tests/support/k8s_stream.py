@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import struct
 import threading
+
+from dbgfwd.net.tls import SerialTLS
 
 from tests.support import k8s_ws
 from tests.support.k8s_ws import OP_BINARY, OP_CLOSE, OP_TEXT, ServerWebSocket
@@ -41,7 +44,17 @@ def _upgrade(handler) -> tuple[ServerWebSocket, bool]:
     handler.end_headers()
     handler.wfile.flush()
     handler.close_connection = True
-    return ServerWebSocket(handler.connection, handler.rfile), chosen == V4_B64
+    conn = handler.connection
+    if isinstance(conn, ssl.SSLSocket):
+        # Read in this thread, written from the pod's: OpenSSL takes one call at a time (dbgfwd/net/tls.py).
+        tls = SerialTLS(conn)
+        return ServerWebSocket(tls, _TLSReader(tls)), chosen == V4_B64
+    return ServerWebSocket(conn, handler.rfile), chosen == V4_B64
+
+
+class _TLSReader:
+    def __init__(self, tls) -> None:
+        self.read = tls.recv
 
 
 def _send(ws: ServerWebSocket, b64: bool, channel: int, data: bytes) -> None:

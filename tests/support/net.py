@@ -47,3 +47,16 @@ class ApiHTTPServer(ThreadingHTTPServer):
 
     request_queue_size = socket.SOMAXCONN
     daemon_threads = True
+    tls_context = None  # an ssl.SSLContext: serve HTTPS (every real API server does)
+
+    def finish_request(self, request, client_address) -> None:
+        # The TLS handshake runs here, in the connection's own thread: in accept() it would hold up every client
+        # behind a slow one.
+        if self.tls_context is not None:
+            import ssl
+
+            try:
+                request = self.tls_context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                return
+        super().finish_request(request, client_address)

@@ -8,10 +8,13 @@ v4 subprotocols dbgfwd implements and turns handshake failures into dbgfwd error
 from __future__ import annotations
 
 import base64
+import functools
+import os
 import ssl
 from urllib.parse import quote, urlencode, urlparse
 
 from dbgfwd.errors import ExitCode, UpstreamError
+from dbgfwd.net.tls import SerialTLS
 from dbgfwd.net.wsframes import close_frame
 from dbgfwd.providers.kubernetes.cluster import LOGIN_HINT, Cluster, status_message
 
@@ -30,28 +33,27 @@ def ws_url(cluster: Cluster, pod: str, subresource: str, query: list[tuple[str, 
 
 def _options(cluster: Cluster, url: str) -> tuple[dict, dict]:
     cfg = cluster.configuration
-    if url.startswith("wss://") and cfg.verify_ssl:
-        import certifi
-
-        sslopt: dict = {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": cfg.ssl_ca_cert or certifi.where()}
-        if cfg.assert_hostname is not None:
-            sslopt["check_hostname"] = cfg.assert_hostname
-    else:
-        sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-    if cfg.cert_file:
-        sslopt["certfile"] = cfg.cert_file
-    if cfg.key_file:
-        sslopt["keyfile"] = cfg.key_file
-    if cfg.tls_server_name:
-        sslopt["server_hostname"] = cfg.tls_server_name
     headers = []
-    # auth_settings() runs the refresh hook (exec plugins, OIDC) before handing out the token.
+    # auth_settings() runs the refresh hook (exec plugins, OIDC) before handing out the token. It may also renew
+    # the client certificate files, so the TLS settings are read after it.
     for auth in cfg.auth_settings().values():
         if auth.get("in") == "header" and auth.get("value"):
             headers.append(f"{auth['key']}: {auth['value']}")
     if cfg.username and cfg.password and not headers:
         raw = base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
         headers.append(f"authorization: Basic {raw}")
+    sslopt: dict = {}
+    if url.startswith("wss://"):
+        verify = bool(cfg.verify_ssl)
+        files = (cfg.ssl_ca_cert if verify else None, cfg.cert_file, cfg.key_file)
+        try:
+            sslopt["context"] = _tls_context(verify, cfg.assert_hostname, *files, _stamps(files))
+        except (OSError, ValueError) as exc:
+            raise UpstreamError(f"cannot use the TLS settings of kubeconfig context {cluster.ref.context or '-'}: "
+                                f"{exc}", hint="check certificate-authority and client-certificate/client-key "
+                                "in the kubeconfig", retryable=False) from None
+    if cfg.tls_server_name:
+        sslopt["server_hostname"] = cfg.tls_server_name
     connect: dict = {"header": headers}
     if cfg.proxy:
         proxy = urlparse(cfg.proxy)
@@ -66,6 +68,41 @@ def _options(cluster: Cluster, url: str) -> tuple[dict, dict]:
             user, _, pw = base64.b64decode(value.split()[1]).decode().partition(":")
             connect["http_proxy_auth"] = (user, pw)
     return sslopt, connect
+
+
+def _stamps(files) -> tuple:
+    """When each file last changed: a rotated client certificate or CA gives a new context."""
+    out = []
+    for path in files:
+        try:
+            out.append(os.stat(path).st_mtime_ns if path else None)
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(verify: bool, check_hostname, ca_file, cert_file, key_file, stamps) -> ssl.SSLContext:
+    """One context for every websocket of a cluster, as websocket-client would build it for each: building one
+    reads the CA bundle (30 ms of CPU with certifi's), and every probe and port-forward is a new connection."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if keylog:
+        ctx.keylog_filename = keylog
+    if verify:
+        if ca_file is None:
+            import certifi
+
+            ca_file = certifi.where()
+        ctx.load_verify_locations(cafile=ca_file)
+        ctx.check_hostname = True if check_hostname is None else bool(check_hostname)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
+    return ctx
 
 
 def open_ws(cluster: Cluster, pod: str, subresource: str, query: list[tuple[str, str]],
@@ -110,6 +147,8 @@ def open_ws(cluster: Cluster, pod: str, subresource: str, query: list[tuple[str,
         ws.shutdown()
         raise UpstreamError(f"the API server chose websocket subprotocol {ws.subprotocol!r} for {what}; "
                             f"dbgfwd speaks {V4_BINARY}", retryable=False)
+    if isinstance(ws.sock, ssl.SSLSocket):  # read by the engine while other threads write: see net/tls.py
+        ws.sock = SerialTLS(ws.sock)
     ws.settimeout(None)
     return ws
 

@@ -51,3 +51,90 @@ def test_close_says_goodbye_when_the_peer_reads():
     status = bytes(b ^ frame[2 + i % 4] for i, b in enumerate(frame[6:8]))
     assert status == (1000).to_bytes(2, "big")
     peer.close()
+
+
+@pytest.fixture
+def wss_echo(tmp_path, monkeypatch):
+    """A wss:// echo server with a certificate of a test CA, which the client trusts through SSL_CERT_FILE (what
+    the default context reads); each connection is served by one thread, reads and writes."""
+    from dbgfwd.providers.batch.ssm import wsock
+    from tests.support.k8s_ws import OP_CLOSE, ServerWebSocket, accept_key
+    from tests.support.tlscert import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    wsock._tls_context.cache_clear()
+    listener = socket.create_server(("127.0.0.1", 0))
+    ctx = pki.server_context()
+
+    def serve():
+        try:
+            raw, _ = listener.accept()
+        except OSError:
+            return
+        with ctx.wrap_socket(raw, server_side=True) as conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(1)
+            key = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
+            peer = ServerWebSocket(conn, conn.makefile("rb", buffering=0))
+            while True:
+                opcode, payload = peer.recv_message()
+                if opcode == OP_CLOSE:
+                    break
+                peer.send(payload, opcode)
+            served.append(peer.pings_received)
+
+    served: list[int] = []
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    yield f"wss://localhost:{listener.getsockname()[1]}/data", served
+    listener.close()
+    server.join(10)
+    wsock._tls_context.cache_clear()
+
+
+def test_over_wss_one_reader_and_two_writers_share_the_connection(wss_echo):
+    # The SSM data channel: one thread reads while the debugger's bytes and the keepalive pings are sent from
+    # others. On a plain SSLSocket that is two OpenSSL calls at once, which breaks the connection.
+    url, served = wss_echo
+    ws = WebSocket.connect(url, timeout=10)
+    messages = [bytes([i % 251]) * (100 + i * 37 % 20000) for i in range(400)]
+    back: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def read():
+        try:
+            while len(back) < len(messages):
+                back.append(ws.recv()[1])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def write():
+        try:
+            for m in messages:
+                ws.send_binary(m)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def ping():
+        try:
+            for _ in range(200):
+                ws.ping(b"keepalive")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (read, write, ping)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ws.close()
+    assert not errors and back == messages
+    deadline = time.monotonic() + 10
+    while not served and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert served == [200]

@@ -15,3 +15,16 @@ def k8s(tmp_path):
     with K8sServer() as srv:
         srv.kubeconfig_path = srv.kubeconfig(tmp_path / "kubeconfig")
         yield srv
+
+
+@pytest.fixture
+def k8s_tls(tmp_path):
+    """The same server over HTTPS, with a certificate of its own CA (the kubeconfig's certificate-authority-data)."""
+    ok, why = netns_available()
+    if not ok:
+        require.missing(f"test kubelet {why}")
+    from tests.support.k8s_server import K8sServer
+
+    with K8sServer(tls=True) as srv:
+        srv.kubeconfig_path = srv.kubeconfig(tmp_path / "kubeconfig")
+        yield srv

@@ -7,6 +7,7 @@ Written here rather than borrowed so the data channel controls batching (many fr
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import socket
@@ -15,6 +16,7 @@ import struct
 import threading
 from urllib.parse import urlsplit
 
+from dbgfwd.net.tls import SerialTLS
 from dbgfwd.net.wsframes import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, close_frame, encode_frame  # noqa: F401
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -22,6 +24,13 @@ MAX_MESSAGE = 16 * 1024 * 1024
 
 
 _CLOSE_WAIT = 0.5  # seconds close() gives a send in progress, and its own close frame
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One for every connection: loading the system's CA store takes 30-40 ms of CPU, and each rank's stream is a
+    connection of its own."""
+    return ssl.create_default_context()
 
 
 class WebSocketError(OSError):
@@ -51,7 +60,7 @@ class WebSocket:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock: socket.socket = raw
         if parts.scheme == "wss":
-            sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            sock = _tls_context().wrap_socket(raw, server_hostname=host)
         key = base64.b64encode(os.urandom(16)).decode()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}", "Upgrade: websocket",
@@ -81,6 +90,8 @@ class WebSocket:
             sock.close()
             raise WebSocketError("websocket upgrade answered with a wrong Sec-WebSocket-Accept")
         sock.settimeout(None)
+        if isinstance(sock, ssl.SSLSocket):  # one reader thread, several writers: see net/tls.py
+            sock = SerialTLS(sock)
         return cls(sock, rest)
 
     # ---- sending ----

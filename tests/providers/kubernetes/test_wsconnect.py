@@ -1,0 +1,127 @@
+"""The pod websockets (exec, port-forward) over TLS, as every real API server serves them.
+
+The test server's other tests speak plain HTTP; here it serves HTTPS with a certificate of its own CA, which the
+kubeconfig carries as certificate-authority-data, as clusters' kubeconfigs do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+
+import pytest
+
+from dbgfwd.errors import UpstreamError
+from dbgfwd.providers.base import ProviderConfig
+from dbgfwd.providers.kubernetes import KubernetesProvider, wsconnect
+from tests.support import cli, k8s_jobs, ranks
+from tests.support.dap import debug_round
+
+ENV = {"PYTHONPATH": k8s_jobs.REPO}
+
+
+def provider(srv, *targets, **options):
+    options.setdefault("kubeconfig", str(srv.kubeconfig_path))
+    return KubernetesProvider(ProviderConfig(targets=targets, options=options, base_port=5678))
+
+
+def test_streams_read_and_written_at_once_over_tls_stay_whole(k8s_tls):
+    # The engine reads a stream while the debugger's bytes are written to it and the monitor pings it: three
+    # threads on one TLS connection. Unserialised, OpenSSL broke such a connection within seconds here.
+    pod = k8s_jobs.echo_pod(k8s_tls, "echo-0")
+    p = provider(k8s_tls, "echo-0")
+    target = p.discover().targets[0]
+    k8s_jobs.wait_listening(pod, 7000)
+    wsconnect._tls_context.cache_clear()
+    stream = p.open_stream(target, 7000, 10)
+    payload = os.urandom(4_000_000)
+    got = bytearray()
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def read():
+        try:
+            while len(got) < len(payload):
+                data = stream.recv(65536)
+                if not data:
+                    break
+                got.extend(data)
+        except BaseException as exc:
+            errors.append(exc)
+        done.set()
+
+    def write():
+        try:
+            for i in range(0, len(payload), 3000):
+                stream.sendall(payload[i:i + 3000])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read), threading.Thread(target=write)]
+    for t in threads:
+        t.start()
+    while not done.wait(0.005):
+        p.keepalive()  # pings from a third thread, as the monitor sends them
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    for _ in range(3):  # readiness probes: exec websockets, each a new TLS connection
+        assert p.probe(target) is not None
+    stream.close()
+    cli.wait_for(lambda: k8s_tls.stats.pings >= 1, 10, "the pings to reach the server")  # counted at the end
+    stream = p.open_stream(target, 7000, 10)
+    stream.close()
+    assert k8s_tls.stats.violations == []
+    info = wsconnect._tls_context.cache_info()
+    assert (info.misses, info.hits) == (1, 4)  # one context for every connection of the cluster
+    p.close()
+
+
+def test_a_renewed_ca_file_gives_a_new_context_and_a_bad_one_a_clear_error(k8s_tls, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(k8s_tls.pki.ca.read_bytes())
+    config = json.loads(k8s_tls.kubeconfig_path.read_text())
+    config["clusters"][0]["cluster"] = {"server": k8s_tls.url, "certificate-authority": str(ca)}
+    k8s_tls.kubeconfig_path.write_text(json.dumps(config))
+    k8s_jobs.echo_pod(k8s_tls, "echo-0")
+    p = provider(k8s_tls, "echo-0")
+    target = p.discover().targets[0]
+    wsconnect._tls_context.cache_clear()
+    assert p.probe(target) is not None
+    assert p.probe(target) is not None
+    assert wsconnect._tls_context.cache_info().misses == 1
+    os.utime(ca, ns=(0, os.stat(ca).st_mtime_ns + 10**9))  # rewritten (a renewed CA bundle)
+    assert p.probe(target) is not None
+    assert wsconnect._tls_context.cache_info().misses == 2
+    ca.write_text("not a certificate\n")
+    os.utime(ca, ns=(0, os.stat(ca).st_mtime_ns + 2 * 10**9))
+    with pytest.raises(UpstreamError) as exc:
+        p.open_stream(target, 7000, 10)
+    assert "cannot use the TLS settings of kubeconfig context" in exc.value.message
+    assert not exc.value.retryable and "certificate-authority" in exc.value.hint
+    p.close()
+
+
+def test_attach_and_debug_through_an_https_api_server(k8s_tls, tmp_path, port_block):
+    # The whole path users have: discovery and watch over HTTPS, readiness through exec, a real DAP exchange
+    # (initialize, attach, setBreakpoints, configurationDone, a breakpoint hit, an evaluate) through port-forward.
+    program = k8s_jobs.pytorchjob(k8s_tls, "x", "ml", workers=1, ranks_per_pod=2)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    base = port_block(4)
+    bg = cli.Background("attach", "pytorchjob/x", "-n", "ml", "--kubeconfig", str(k8s_tls.kubeconfig_path),
+                        "--workspace", str(ws), "--local-base-port", str(base), log=tmp_path / "attach.log",
+                        env=ENV)
+    try:
+        cli.wait_ready(ws, 90, bg=bg)
+        ports = cli.launch_ports(ws / ".vscode" / "launch.json")
+        assert ports == {r: base + r for r in range(4)}
+        for rank, port in sorted(ports.items()):
+            assert debug_round("127.0.0.1", port, str(program), ranks.BREAK_LINE, "rank") == str(rank)
+    finally:
+        code = bg.stop()
+    assert code == 130, bg.output()[-2000:]
+    assert k8s_tls.token not in bg.output()
+    assert k8s_tls.stats.violations == []
