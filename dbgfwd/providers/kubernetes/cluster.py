@@ -65,6 +65,35 @@ def http_error(status: int, body: Any, what: str, ref: ClusterRef, rbac: str) ->
                             hint="check the API server's health, then retry")
 
 
+def _proxy_credentials(cfg) -> None:
+    """A proxy-url with a user and password authenticates to the proxy, as kubectl does; the kubernetes client
+    sends the credentials of `proxy_headers` only, so they are put there (percent-decoded, as in any URL)."""
+    from urllib.parse import unquote, urlparse
+
+    if not cfg.proxy or cfg.proxy_headers:
+        return
+    parsed = urlparse(cfg.proxy)
+    if parsed.username is None:
+        return
+    import urllib3
+
+    cfg.proxy_headers = urllib3.make_headers(
+        proxy_basic_auth=f"{unquote(parsed.username)}:{unquote(parsed.password or '')}")
+
+
+def proxy_error(proxy: str | None, server: str, reason: BaseException) -> UnreachableError:
+    """The proxy in the way said no, or could not be reached: said with its address only (its URL may carry a
+    password)."""
+    from urllib.parse import urlparse
+
+    where = urlparse(proxy or "").netloc.rpartition("@")[2] or "the proxy"
+    cause = reason.args[-1] if reason.args else reason
+    detail = str(cause) or type(cause).__name__
+    hint = ("check the user and password in the kubeconfig's proxy-url" if "407" in detail
+            else "check proxy-url in the kubeconfig, and that the proxy is up")
+    return UnreachableError(f"cannot reach {server} through the proxy {where}: {detail}", hint=hint)
+
+
 class Cluster:
     """The kubernetes client's Configuration plus the namespace, loaded the way kubectl does."""
 
@@ -75,6 +104,7 @@ class Cluster:
         self.configuration = client.Configuration()
         self.request_timeout = request_timeout
         ctx_namespace, ctx_name = self._load(config, kubeconfig, context)
+        _proxy_credentials(self.configuration)
         self.ref = ClusterRef(server=self.configuration.host, context=ctx_name,
                               namespace=namespace or ctx_namespace or "default")
         self.api_client = client.ApiClient(self.configuration)
@@ -222,5 +252,7 @@ class Cluster:
             raise http_error(exc.status, exc.body, "list pods", self.ref, "`list` and `watch` on pods") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
+            if isinstance(reason, urllib3.exceptions.ProxyError):
+                raise proxy_error(self.configuration.proxy, self.ref.server, reason) from None
             raise UnreachableError(f"cannot reach {self.ref.server}: {type(reason).__name__}",
                                    hint="check the network/VPN and the kubeconfig server") from None

@@ -11,7 +11,7 @@ import base64
 import functools
 import os
 import ssl
-from urllib.parse import quote, urlencode, urlparse
+from urllib.parse import quote, unquote, urlencode, urlparse
 
 from dbgfwd.errors import ExitCode, UpstreamError
 from dbgfwd.net.tls import SerialTLS
@@ -60,7 +60,7 @@ def _options(cluster: Cluster, url: str) -> tuple[dict, dict]:
         connect.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port,
                        proxy_type="http")
         if proxy.username:
-            connect["http_proxy_auth"] = (proxy.username, proxy.password or "")
+            connect["http_proxy_auth"] = (unquote(proxy.username), unquote(proxy.password or ""))
         if cfg.no_proxy:
             connect["http_no_proxy"] = [h.strip() for h in cfg.no_proxy.split(",") if h.strip()]
     for key, value in (cfg.proxy_headers or {}).items():

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from dbgfwd.errors import UpstreamError
+from dbgfwd.errors import UnreachableError, UpstreamError
 from dbgfwd.providers.base import ProviderConfig
 from dbgfwd.providers.kubernetes import KubernetesProvider, wsconnect
 from tests.support import cli, k8s_jobs, ranks
@@ -125,3 +125,87 @@ def test_attach_and_debug_through_an_https_api_server(k8s_tls, tmp_path, port_bl
     assert code == 130, bg.output()[-2000:]
     assert k8s_tls.token not in bg.output()
     assert k8s_tls.stats.violations == []
+
+
+def _through_proxy(srv, proxy_url: str) -> None:
+    config = json.loads(srv.kubeconfig_path.read_text())
+    config["clusters"][0]["cluster"]["proxy-url"] = proxy_url
+    srv.kubeconfig_path.write_text(json.dumps(config))
+
+
+def test_everything_goes_through_the_kubeconfigs_proxy(k8s_tls):
+    # proxy-url in the kubeconfig (corporate networks): the API calls, the exec probes and the port-forwards all go
+    # through the proxy's CONNECT tunnels, TLS inside them.
+    from tests.support.connect_proxy import ConnectProxy
+
+    proxy = ConnectProxy()
+    try:
+        _through_proxy(k8s_tls, proxy.url)
+        pod = k8s_jobs.echo_pod(k8s_tls, "echo-0")
+        p = provider(k8s_tls, "echo-0")
+        target = p.discover().targets[0]
+        k8s_jobs.wait_listening(pod, 7000)
+        assert p.probe(target) is not None
+        stream = p.open_stream(target, 7000, 10)
+        stream.sendall(b"through the proxy")
+        assert stream.recv(100) == b"through the proxy"
+        stream.close()
+        p.close()
+        api = f"127.0.0.1:{k8s_tls.port}"
+        assert len(proxy.tunnels) >= 3 and set(proxy.tunnels) == {api}
+        assert k8s_tls.stats.exec == {"echo-0": 1} and k8s_tls.stats.portforward == {"echo-0": 1}
+    finally:
+        proxy.close()
+
+
+def test_a_proxy_that_wants_credentials_gets_them_from_the_proxy_url(k8s_tls):
+    # kubectl authenticates with the user and password of proxy-url; the kubernetes client alone sent none (407).
+    from tests.support.connect_proxy import ConnectProxy
+
+    proxy = ConnectProxy(credentials=("dev@corp", "s3cr:t"))
+    try:
+        _through_proxy(k8s_tls, f"http://dev%40corp:s3cr%3At@127.0.0.1:{proxy.port}")
+        pod = k8s_jobs.echo_pod(k8s_tls, "echo-0")
+        p = provider(k8s_tls, "echo-0")
+        target = p.discover().targets[0]
+        k8s_jobs.wait_listening(pod, 7000)
+        assert p.probe(target) is not None
+        stream = p.open_stream(target, 7000, 10)
+        stream.close()
+        p.close()
+        assert proxy.refused == [] and len(proxy.tunnels) >= 3
+
+        _through_proxy(k8s_tls, f"http://dev%40corp:wrong@127.0.0.1:{proxy.port}")
+        with pytest.raises(UnreachableError) as exc:
+            provider(k8s_tls, "echo-0").discover()
+        assert exc.value.message == (f"cannot reach {k8s_tls.url} through the proxy 127.0.0.1:{proxy.port}: "
+                                     "Tunnel connection failed: 407 Proxy Authentication Required")
+        assert "proxy-url" in exc.value.hint and "wrong" not in exc.value.message + exc.value.hint
+    finally:
+        proxy.close()
+
+
+def test_the_environments_https_proxy_and_no_proxy_are_followed(k8s_tls, monkeypatch):
+    # As kubectl: HTTPS_PROXY when the kubeconfig names none, and NO_PROXY's hosts bypass it, for the API calls
+    # and the websockets alike.
+    from tests.support.connect_proxy import ConnectProxy
+
+    proxy = ConnectProxy()
+    try:
+        pod = k8s_jobs.echo_pod(k8s_tls, "echo-0")
+        k8s_jobs.wait_listening(pod, 7000)
+        for no_proxy, through in (("", True), ("localhost,127.0.0.1", False)):
+            for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+            if no_proxy:
+                monkeypatch.setenv("NO_PROXY", no_proxy)
+            before = len(proxy.tunnels)
+            p = provider(k8s_tls, "echo-0")
+            target = p.discover().targets[0]
+            assert p.probe(target) is not None
+            p.open_stream(target, 7000, 10).close()
+            p.close()
+            assert (len(proxy.tunnels) - before >= 3) if through else (len(proxy.tunnels) == before), no_proxy
+    finally:
+        proxy.close()
