@@ -70,15 +70,33 @@ def _proxy_credentials(cfg) -> None:
     sends the credentials of `proxy_headers` only, so they are put there (percent-decoded, as in any URL)."""
     from urllib.parse import unquote, urlparse
 
-    if not cfg.proxy or cfg.proxy_headers:
+    if not cfg.proxy:
         return
     parsed = urlparse(cfg.proxy)
+    if parsed.scheme.lower().startswith("socks") and not _bypassed(cfg):
+        # The kubernetes client needs PySocks for it (it failed with "No module named 'socks'"), and the pod
+        # websockets have no SOCKS support here either.
+        where = parsed.netloc.rpartition("@")[2]
+        raise UsageError(f"the kubeconfig's proxy {parsed.scheme}://{where} is a SOCKS proxy, which dbgfwd does "
+                         "not support yet", hint="use an HTTP proxy (proxy-url: http://host:port), or forward the "
+                         "API server's port (ssh -L) and point the kubeconfig's server at it")
+    if cfg.proxy_headers:
+        return
     if parsed.username is None:
         return
     import urllib3
 
     cfg.proxy_headers = urllib3.make_headers(
         proxy_basic_auth=f"{unquote(parsed.username)}:{unquote(parsed.password or '')}")
+
+
+def _bypassed(cfg) -> bool:
+    """NO_PROXY takes the API server off the proxy (the kubernetes client's own rule, where it has one)."""
+    try:
+        from kubernetes.client.rest import should_bypass_proxies
+    except ImportError:
+        return False
+    return should_bypass_proxies(cfg.host, cfg.no_proxy or "")
 
 
 def proxy_error(proxy: str | None, server: str, reason: BaseException) -> UnreachableError:

@@ -209,3 +209,18 @@ def test_the_environments_https_proxy_and_no_proxy_are_followed(k8s_tls, monkeyp
             assert (len(proxy.tunnels) - before >= 3) if through else (len(proxy.tunnels) == before), no_proxy
     finally:
         proxy.close()
+
+
+def test_a_socks_proxy_is_refused_in_one_line_unless_no_proxy_bypasses_it(k8s_tls, monkeypatch, tmp_path):
+    _through_proxy(k8s_tls, "socks5://me:pw@127.0.0.1:1080")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    res = cli.run("ls", "echo-0", "--kubeconfig", str(k8s_tls.kubeconfig_path), env=ENV)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "dbgfwd: error: the kubeconfig's proxy socks5://127.0.0.1:1080 is a SOCKS proxy, which dbgfwd does not "
+        "support yet; use an HTTP proxy (proxy-url: http://host:port), or forward the API server's port (ssh -L) "
+        "and point the kubeconfig's server at it"]
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    k8s_jobs.echo_pod(k8s_tls, "echo-0")
+    assert [t.name for t in provider(k8s_tls, "echo-0").discover().targets] == ["echo-0"]
