@@ -7,8 +7,10 @@ bounded here, so one stuck provider call cannot stall the monitor.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import replace
@@ -55,7 +57,7 @@ class Readiness:
             elif t.key in pending or (not t.ranks and t.key not in planned):
                 interval = s.poll_interval
             else:
-                interval = self._settled_every.get(t.key, s.settled_poll_interval)
+                interval = self._settled_every.get(t.key, s.settled_poll_interval) * spread(t.key)
             if force or now - self._last_probe.get(t.key, 0.0) >= interval:
                 due.append(t)
         return due
@@ -192,6 +194,14 @@ class Readiness:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@functools.lru_cache(maxsize=8192)
+def spread(key: str) -> float:
+    """A settled target's own stretch of its probe interval, in [0.75, 1.25). Every pod of a job becomes ready at
+    about the same moment, and identical intervals kept their probes together: 128 execs in one second (a burst
+    on the API server, and a third of a second of CPU here) once a minute, instead of a few every second."""
+    return 0.75 + (zlib.crc32(key.encode()) % 1024) / 2048
 
 
 def _explain_down(r, t: Target) -> bool:

@@ -417,6 +417,34 @@ def test_settled_probes_drift_apart_while_nothing_changes_and_snap_back_on_a_cha
     assert cheap._settled_every["host"] == 5.0  # the default: no drift
 
 
+def test_settled_probes_of_targets_that_settled_together_are_spread_out():
+    """The pods of a job become ready together; with identical intervals their settled probes stayed together, a
+    burst of 128 execs once a minute. Each target's interval is stretched by its own factor in [0.75, 1.25)."""
+    from types import SimpleNamespace
+
+    from dbgfwd.engine.readiness import Readiness, spread
+
+    factors = [spread(f"scale/train-worker-{i}") for i in range(128)]
+    assert all(0.75 <= f < 1.25 for f in factors)
+    assert max(factors) - min(factors) > 0.4 and len(set(factors)) > 100
+    assert spread("scale/train-worker-7") == factors[7]  # a target keeps its own pace
+
+    targets = {f"pod-{i}": Target(key=f"pod-{i}", name=f"pod-{i}", ranks=(i,)) for i in range(128)}
+    entries = {i: SimpleNamespace(target=targets[f"pod-{i}"], ready=True, retrying=False) for i in range(128)}
+    table = SimpleNamespace(lock=threading.Lock(), targets=targets, ranks=entries)
+    ready = Readiness(table=table, provider=ScriptedProvider([]), settings=EngineSettings(settled_poll_interval=60),
+                      planning=None)
+    now = time.monotonic()
+    for key in targets:
+        ready._settled_every[key] = 60.0
+        ready._last_probe[key] = now - 60.0  # every target was probed at the same moment, a minute ago
+    due = {t.key for t in ready._due(force=False)}
+    # due now: those whose stretched minute is over (0.6 s either side for the time this test itself takes)
+    assert {k for k in targets if spread(k) <= 0.99} <= due <= {k for k in targets if spread(k) <= 1.01}
+    assert 20 < len(due) < 108
+    ready.close()
+
+
 def test_a_settled_target_whose_ranks_came_from_markers_is_not_probed_as_if_starting():
     """Pods whose layout comes from markers carry no ranks of their own (Target.ranks is empty at every
     rediscovery): once their ranks are planned and ready they are settled, not 'ranks still unknown' (which

@@ -48,6 +48,7 @@ class ApiHTTPServer(ThreadingHTTPServer):
     request_queue_size = socket.SOMAXCONN
     daemon_threads = True
     tls_context = None  # an ssl.SSLContext: serve HTTPS (every real API server does)
+    tls_handshakes = tls_resumed = 0  # TLS handshakes done, and how many of them resumed a session
 
     def finish_request(self, request, client_address) -> None:
         # The TLS handshake runs here, in the connection's own thread: in accept() it would hold up every client
@@ -59,4 +60,6 @@ class ApiHTTPServer(ThreadingHTTPServer):
                 request = self.tls_context.wrap_socket(request, server_side=True)
             except (OSError, ssl.SSLError):
                 return
+            self.tls_handshakes += 1
+            self.tls_resumed += request.session_reused
         super().finish_request(request, client_address)

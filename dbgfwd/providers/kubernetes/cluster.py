@@ -73,7 +73,7 @@ def _proxy_credentials(cfg) -> None:
     if not cfg.proxy:
         return
     parsed = urlparse(cfg.proxy)
-    if parsed.scheme.lower().startswith("socks") and not _bypassed(cfg):
+    if parsed.scheme.lower().startswith("socks") and not bypasses_proxy(cfg):
         # The kubernetes client needs PySocks for it (it failed with "No module named 'socks'"), and the pod
         # websockets have no SOCKS support here either.
         where = parsed.netloc.rpartition("@")[2]
@@ -90,11 +90,18 @@ def _proxy_credentials(cfg) -> None:
         proxy_basic_auth=f"{unquote(parsed.username)}:{unquote(parsed.password or '')}")
 
 
-def _bypassed(cfg) -> bool:
-    """NO_PROXY takes the API server off the proxy (the kubernetes client's own rule, where it has one)."""
+def bypasses_proxy(cfg) -> bool:
+    """NO_PROXY takes the API server off the proxy: the kubernetes client's own rule (its API calls follow it), or
+    with an older client that has none, a host or domain in the list."""
     try:
         from kubernetes.client.rest import should_bypass_proxies
     except ImportError:
+        from urllib.parse import urlparse
+
+        host = (urlparse(cfg.host).hostname or "").lower()
+        for entry in (e.strip().lower().lstrip(".") for e in (cfg.no_proxy or "").split(",")):
+            if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+                return True
         return False
     return should_bypass_proxies(cfg.host, cfg.no_proxy or "")
 

@@ -14,7 +14,8 @@ from dbgfwd.errors import UpstreamError
 from dbgfwd.net import wsframes as frames
 from dbgfwd.net.poll import readable
 from dbgfwd.providers.kubernetes.cluster import Cluster
-from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws, send_close_frame
+from dbgfwd.net.websocket import WebSocketError
+from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, open_ws
 
 STDOUT, STDERR, STATUS = 1, 2, 3
 MAX_OUTPUT = 4 * 1024 * 1024
@@ -59,9 +60,7 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
     b64 = ws.subprotocol == V4_BASE64
     out = {STDOUT: bytearray(), STDERR: bytearray(), STATUS: bytearray()}
     deadline = time.monotonic() + timeout
-    # Frames are read with dbgfwd's own codec: large buffered reads, where websocket-client reads a frame in
-    # several small recv calls (a probe's output comes in dozens of frames, and probes run all the time).
-    reader = frames.FrameReader(ws.sock.recv, ws.pong)
+    reader = ws.reader  # large buffered reads (a probe's output comes in dozens of frames)
     try:
         if stdin:
             _send_stdin(ws, b64, stdin)
@@ -70,8 +69,6 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
             if left <= 0:
                 raise UpstreamError(f"exec in pod {pod} did not finish within {timeout:.0f}s", retryable=True)
             sock = ws.sock
-            if sock is None:
-                break
             if not reader.has_frame() and not (hasattr(sock, "pending") and sock.pending()):
                 if not readable(sock, left):
                     continue
@@ -101,26 +98,17 @@ STDIN_CHUNK = 32 * 1024
 
 def _close(ws) -> None:
     """Answer (or send) the close frame and end the connection at once: the command is over, or given up on."""
-    sock = ws.sock
-    if sock is not None:
-        try:
-            sock.settimeout(0.5)  # a close frame never waits long on a peer that stopped reading
-        except OSError:
-            pass
-    send_close_frame(ws)
-    ws.shutdown()  # closes the socket (ws.close() would wait for a second close frame from the server)
+    ws.send_close(0.2)  # waits at most 0.5 s on a peer that stopped reading
+    ws.abort()  # not waiting for a second close frame from the server
 
 
 def _send_stdin(ws, b64: bool, data: bytes) -> None:
     """`data` on channel 0, in frames of at most STDIN_CHUNK bytes."""
-    import websocket
-
     for i in range(0, len(data), STDIN_CHUNK):
         chunk = data[i:i + STDIN_CHUNK]
+        frame = (frames.encode_frame(frames.OP_TEXT, b"0" + base64.b64encode(chunk)) if b64
+                 else frames.encode_frame(frames.OP_BINARY, b"\x00" + chunk))
         try:
-            if b64:
-                ws.send(b"0" + base64.b64encode(chunk), opcode=websocket.ABNF.OPCODE_TEXT)
-            else:
-                ws.send(b"\x00" + chunk, opcode=websocket.ABNF.OPCODE_BINARY)
-        except (websocket.WebSocketException, OSError) as exc:
+            ws.send_frames([frame])
+        except WebSocketError as exc:
             raise UpstreamError(f"exec: sending input failed ({exc})", retryable=True) from None

@@ -19,7 +19,7 @@ import time
 from dbgfwd.errors import UpstreamError
 from dbgfwd.net import wsframes as frames
 from dbgfwd.net.poll import readable
-from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64, send_close_frame
+from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
 
 log = logging.getLogger("dbgfwd.providers.kubernetes")
 
@@ -38,8 +38,8 @@ class PortForwardStream:
         self.port = port
         self.pod = pod
         self._b64 = ws.subprotocol == V4_BASE64
-        self._reader = frames.FrameReader(ws.sock.recv, ws.pong)
-        self._send_lock = ws.lock  # websocket-client's own: its pings and our frames never interleave
+        self._reader = ws.reader  # holds what came with the upgrade's answer (often the port prefixes)
+        self._send_lock = ws.lock  # the websocket's own: its pongs and our frames never interleave
         self._buf = b""
         self._prefixes: set[int] = set()
         self.error: str | None = None
@@ -83,10 +83,7 @@ class PortForwardStream:
 
     def _readable(self, wait: float) -> bool:
         sock = self._ws.sock
-        if sock is None:
-            self._eof = True
-            return False
-        if self._reader.buffered:
+        if self._reader.buffered or (hasattr(sock, "pending") and sock.pending()):
             return True
         try:
             return readable(sock, wait)
@@ -205,21 +202,17 @@ class PortForwardStream:
         self._abort()
 
     def _send_close_frame(self) -> None:
-        send_close_frame(self._ws)
+        self._ws.send_close(0.2)
 
     def _abort(self) -> None:
         self._eof = True
-        sock = self._ws.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if self._closed:
-            try:
-                self._ws.shutdown()
-            except Exception:
-                pass
+            self._ws.abort()
+            return
+        try:
+            self._ws.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader; close() ends the rest
+        except OSError:
+            pass
 
     @property
     def alive(self) -> bool:

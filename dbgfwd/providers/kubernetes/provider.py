@@ -55,7 +55,6 @@ class KubernetesProvider(Provider):
     def availability(cls) -> Availability:
         try:
             import kubernetes  # noqa: F401
-            import websocket  # noqa: F401
         except ImportError as exc:
             return Availability(False, f"the kubernetes python client is missing ({exc.name}): "
                                        "pip install kubernetes")

@@ -1,8 +1,9 @@
 """Open a websocket to a pod subresource (portforward, exec) with the client's auth, TLS and proxy.
 
-Follows what `kubernetes.stream.ws_client.create_websocket` does with a Configuration (bearer token
-through the refresh hook, CA/verify, client cert, tls-server-name, proxy), but asks only for the
-v4 subprotocols dbgfwd implements and turns handshake failures into dbgfwd errors.
+Follows what `kubernetes.stream.ws_client.create_websocket` does with a Configuration (bearer token through the
+refresh hook, CA/verify, client certificate, tls-server-name, proxy and its credentials, NO_PROXY), through
+dbgfwd's own websocket client (dbgfwd/net/websocket.py), asks only for the v4 subprotocols dbgfwd implements
+and turns handshake failures into dbgfwd errors.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import base64
 import functools
 import os
 import ssl
-from urllib.parse import quote, unquote, urlencode, urlparse
+from urllib.parse import quote, urlencode, urlparse
 
 from dbgfwd.errors import ExitCode, UpstreamError
-from dbgfwd.net.tls import SerialTLS
-from dbgfwd.net.wsframes import close_frame
-from dbgfwd.providers.kubernetes.cluster import LOGIN_HINT, Cluster, status_message
+from dbgfwd.net.websocket import HandshakeRefused, ProxyRefused, WebSocket, WebSocketError
+from dbgfwd.providers.kubernetes.cluster import LOGIN_HINT, Cluster, bypasses_proxy, status_message
 
 V4_BINARY = "v4.channel.k8s.io"
 V4_BASE64 = "v4.base64.channel.k8s.io"
@@ -31,7 +31,8 @@ def ws_url(cluster: Cluster, pod: str, subresource: str, query: list[tuple[str, 
     return f"{scheme}://{parsed.netloc}{path}?{urlencode(query)}"
 
 
-def _options(cluster: Cluster, url: str) -> tuple[dict, dict]:
+def _options(cluster: Cluster, url: str) -> dict:
+    """WebSocket.connect's keyword arguments for `url` from the cluster's Configuration."""
     cfg = cluster.configuration
     headers = []
     # auth_settings() runs the refresh hook (exec plugins, OIDC) before handing out the token. It may also renew
@@ -42,32 +43,26 @@ def _options(cluster: Cluster, url: str) -> tuple[dict, dict]:
     if cfg.username and cfg.password and not headers:
         raw = base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
         headers.append(f"authorization: Basic {raw}")
-    sslopt: dict = {}
+    out: dict = {"headers": headers, "server_hostname": cfg.tls_server_name or None}
     if url.startswith("wss://"):
         verify = bool(cfg.verify_ssl)
         files = (cfg.ssl_ca_cert if verify else None, cfg.cert_file, cfg.key_file)
         try:
-            sslopt["context"] = _tls_context(verify, cfg.assert_hostname, *files, _stamps(files))
+            out["tls"] = _tls_context(verify, cfg.assert_hostname, *files, _stamps(files))
         except (OSError, ValueError) as exc:
             raise UpstreamError(f"cannot use the TLS settings of kubeconfig context {cluster.ref.context or '-'}: "
                                 f"{exc}", hint="check certificate-authority and client-certificate/client-key "
                                 "in the kubeconfig", retryable=False) from None
-    if cfg.tls_server_name:
-        sslopt["server_hostname"] = cfg.tls_server_name
-    connect: dict = {"header": headers}
-    if cfg.proxy:
+    if cfg.proxy and not bypasses_proxy(cfg):
         proxy = urlparse(cfg.proxy)
-        connect.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port,
-                       proxy_type="http")
-        if proxy.username:
-            connect["http_proxy_auth"] = (unquote(proxy.username), unquote(proxy.password or ""))
-        if cfg.no_proxy:
-            connect["http_no_proxy"] = [h.strip() for h in cfg.no_proxy.split(",") if h.strip()]
-    for key, value in (cfg.proxy_headers or {}).items():
-        if key.lower() == "proxy-authorization" and value.startswith("Basic "):
-            user, _, pw = base64.b64decode(value.split()[1]).decode().partition(":")
-            connect["http_proxy_auth"] = (user, pw)
-    return sslopt, connect
+        if proxy.scheme.lower() != "http":
+            raise UpstreamError(f"the proxy {proxy.scheme}://{proxy.netloc.rpartition('@')[2]} is not an http:// "
+                                "proxy: pod streams go through HTTP proxies only", retryable=False,
+                                hint="use proxy-url: http://host:port (HTTPS_PROXY alike)")
+        # Its user and password are in proxy_headers by now (cluster._proxy_credentials).
+        auth = next((v for k, v in (cfg.proxy_headers or {}).items() if k.lower() == "proxy-authorization"), None)
+        out["proxy"] = (proxy.hostname or "", proxy.port or 80, auth)
+    return out
 
 
 def _stamps(files) -> tuple:
@@ -106,23 +101,20 @@ def _tls_context(verify: bool, check_hostname, ca_file, cert_file, key_file, sta
 
 
 def open_ws(cluster: Cluster, pod: str, subresource: str, query: list[tuple[str, str]],
-            timeout: float, what: str, rbac: str):
-    """A connected `websocket.WebSocket` (blocking, multithread-safe sends) speaking a v4 subprotocol.
+            timeout: float, what: str, rbac: str) -> WebSocket:
+    """A connected websocket (thread-safe sends, one reader) speaking a v4 subprotocol.
 
     Raises UpstreamError: retryable for 404 (pod gone, a replacement may come), 5xx and network
     errors; not retryable for 401 (code AUTH), 403 (code AUTH, naming the RBAC verb) and 400.
     """
-    import websocket
-
     url = ws_url(cluster, pod, subresource, query)
-    sslopt, connect = _options(cluster, url)
-    ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True, enable_multithread=True)
+    options = _options(cluster, url)
     ref = cluster.ref
     try:
-        ws.connect(url, subprotocols=[V4_BINARY, V4_BASE64], timeout=timeout, **connect)
-    except websocket.WebSocketBadStatusException as exc:
-        status = exc.status_code
-        msg = status_message(exc.resp_body)
+        ws = WebSocket.connect(url, timeout, subprotocols=(V4_BINARY, V4_BASE64), **options)
+    except HandshakeRefused as exc:
+        status = exc.status
+        msg = status_message(exc.body)
         if status == 401:
             raise UpstreamError(f"{ref.server} rejected the credentials of context {ref.context or '-'} "
                                 f"(401 Unauthorized): the token has expired or is invalid",
@@ -139,35 +131,15 @@ def open_ws(cluster: Cluster, pod: str, subresource: str, query: list[tuple[str,
             raise UpstreamError(f"the API server refused to {what} pod {pod}: {msg or '400 Bad Request'}",
                                 retryable=False) from None
         raise UpstreamError(f"{what} pod {pod}: HTTP {status} {msg}".rstrip(), retryable=True) from None
-    except (websocket.WebSocketException, OSError) as exc:
-        ws.shutdown()
-        raise UpstreamError(f"cannot {what} pod {pod} through {ref.server}: "
-                            f"{type(exc).__name__}: {_safe(exc)}", retryable=True) from None
+    except ProxyRefused as exc:
+        host, port, _ = options["proxy"]
+        raise UpstreamError(f"cannot {what} pod {pod}: the proxy {host}:{port} refused the tunnel to {ref.server} "
+                            f"({exc.status_line})", retryable=" 407 " not in f"{exc.status_line} ",
+                            hint="check proxy-url (or HTTPS_PROXY) and its user and password") from None
+    except WebSocketError as exc:
+        raise UpstreamError(f"cannot {what} pod {pod} through {ref.server}: {exc}", retryable=True) from None
     if ws.subprotocol not in (V4_BINARY, V4_BASE64):
-        ws.shutdown()
+        ws.abort()
         raise UpstreamError(f"the API server chose websocket subprotocol {ws.subprotocol!r} for {what}; "
                             f"dbgfwd speaks {V4_BINARY}", retryable=False)
-    if isinstance(ws.sock, ssl.SSLSocket):  # read by the engine while other threads write: see net/tls.py
-        ws.sock = SerialTLS(ws.sock)
-    ws.settimeout(None)
     return ws
-
-
-def send_close_frame(ws, wait: float = 0.2) -> None:
-    """A close frame if websocket-client's send lock is free within `wait`: never wait behind a writer stuck on a
-    dead peer (closing must always work, it is what unblocks that writer)."""
-    if not ws.lock.acquire(timeout=wait):
-        return
-    try:
-        if ws.sock is not None:
-            ws.sock.sendall(close_frame())
-    except OSError:
-        pass
-    finally:
-        ws.lock.release()
-
-
-def _safe(exc: BaseException) -> str:
-    # websocket-client messages can carry response headers; keep the first line, which never holds
-    # our request's Authorization header.
-    return str(exc).splitlines()[0][:200] if str(exc) else ""

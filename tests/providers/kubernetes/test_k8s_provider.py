@@ -205,31 +205,20 @@ def test_a_frame_that_is_not_base64_closes_the_stream_cleanly():
     import base64
     import socket as socketlib
     import struct
-    import threading
 
     from dbgfwd.errors import UpstreamError
+    from dbgfwd.net.websocket import WebSocket
     from dbgfwd.providers.kubernetes.portforward import PortForwardStream
     from dbgfwd.providers.kubernetes.wsconnect import V4_BASE64
 
     ours, server = socketlib.socketpair()
-
-    class FakeWs:
-        subprotocol = V4_BASE64
-        sock = ours
-        lock = threading.Lock()
-
-        def pong(self, data):
-            pass
-
-        def shutdown(self):  # websocket-client's: closes its socket
-            ours.close()
 
     def text_frame(payload: bytes) -> bytes:  # server frames are not masked
         return bytes([0x81, len(payload)]) + payload
 
     prefix = base64.b64encode(struct.pack("<H", 5678))
     server.sendall(text_frame(b"0" + prefix) + text_frame(b"1" + prefix) + text_frame(b"0!!not base64!!"))
-    stream = PortForwardStream(FakeWs(), 5678, "pod-0")
+    stream = PortForwardStream(WebSocket(ours, subprotocol=V4_BASE64), 5678, "pod-0")
     with pytest.raises(UpstreamError) as info:
         stream.wait_ready(5)
     assert "not base64" in info.value.message and info.value.retryable
@@ -251,7 +240,7 @@ def test_a_selector_the_server_rejects_is_a_usage_error(k8s):
 
 def test_probes_close_their_exec_sockets_without_waiting_for_garbage_collection(k8s):
     """The server closes each exec websocket first; closing ours afterwards must still close the socket
-    (websocket-client's close() returns early once it answered the server's close). Counted precisely: socket
+    (websocket-client's close() returned early once it answered the server's close). Counted precisely: socket
     fds of this process whose connection is over (in no socket table any more) but that are still open. The
     in-process test server's own live sockets do not count."""
     import gc

@@ -67,8 +67,10 @@ def test_streams_read_and_written_at_once_over_tls_stay_whole(k8s_tls):
         t.join(30)
     assert not errors
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
-    for _ in range(3):  # readiness probes: exec websockets, each a new TLS connection
+    resumed = k8s_tls.httpd.tls_resumed
+    for _ in range(3):  # readiness probes: exec websockets, each a new TLS connection, resuming the last session
         assert p.probe(target) is not None
+    assert k8s_tls.httpd.tls_resumed - resumed == 3
     stream.close()
     cli.wait_for(lambda: k8s_tls.stats.pings >= 1, 10, "the pings to reach the server")  # counted at the end
     stream = p.open_stream(target, 7000, 10)

@@ -19,7 +19,7 @@ from dbgfwd.errors import DbgfwdError, UpstreamError
 from dbgfwd.providers.batch.ssm import message as m
 from dbgfwd.providers.batch.ssm.handshake import CLIENT_VERSION, Handshake, respond
 from dbgfwd.providers.batch.ssm.ordering import Inbound, Outbound
-from dbgfwd.providers.batch.ssm.wsock import OP_BINARY, WebSocket, WebSocketError, encode_frame
+from dbgfwd.net.websocket import OP_BINARY, WebSocket, WebSocketError, encode_frame
 
 log = logging.getLogger("dbgfwd.batch.ssm")
 IDLE_WAKE = 30.0  # seconds the retransmit thread of a session with nothing in flight sleeps between checks

@@ -8,7 +8,7 @@ from typing import Callable
 
 from dbgfwd.errors import UpstreamError
 from dbgfwd.providers.batch.ssm import message as m
-from dbgfwd.providers.batch.ssm.wsock import OP_BINARY, encode_frame
+from dbgfwd.net.websocket import OP_BINARY, encode_frame
 
 REORDER_CAPACITY = 10000
 REORDER_MAX_BYTES = 16 * 1024 * 1024  # out-of-order payloads held at most; more are not acked (resent later)

@@ -16,7 +16,7 @@ from dbgfwd.providers.batch.aws import AwsContext, call
 from dbgfwd.providers.batch.ssm import message as m
 from dbgfwd.providers.batch.ssm.channel import DataChannel
 from dbgfwd.providers.batch.ssm.smux import SmuxClient, SmuxError
-from dbgfwd.providers.batch.ssm.wsock import WebSocketError
+from dbgfwd.net.websocket import WebSocketError
 
 log = logging.getLogger("dbgfwd.batch.ssm")
 

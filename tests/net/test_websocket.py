@@ -1,4 +1,5 @@
-"""The SSM client's websocket: closing it never waits on a peer that stopped reading."""
+"""The websocket client (SSM data channel, Kubernetes exec and port-forward): closing never waits on a peer that
+stopped reading; wss with one reader and several writers."""
 
 import socket
 import threading
@@ -6,7 +7,7 @@ import time
 
 import pytest
 
-from dbgfwd.providers.batch.ssm.wsock import WebSocket, WebSocketError
+from dbgfwd.net.websocket import WebSocket, WebSocketError
 
 
 def test_close_ends_a_connection_whose_peer_stopped_reading_and_wakes_the_blocked_sender():
@@ -27,10 +28,10 @@ def test_close_ends_a_connection_whose_peer_stopped_reading_and_wakes_the_blocke
     t = threading.Thread(target=sender, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
-    while not ws._send_lock.locked() and time.monotonic() < deadline:
+    while not ws.lock.locked() and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)  # the sender is now blocked inside sendall, holding the lock
-    assert t.is_alive() and ws._send_lock.locked()
+    assert t.is_alive() and ws.lock.locked()
     started = time.monotonic()
     ws.close()
     took = time.monotonic() - started
@@ -57,13 +58,13 @@ def test_close_says_goodbye_when_the_peer_reads():
 def wss_echo(tmp_path, monkeypatch):
     """A wss:// echo server with a certificate of a test CA, which the client trusts through SSL_CERT_FILE (what
     the default context reads); each connection is served by one thread, reads and writes."""
-    from dbgfwd.providers.batch.ssm import wsock
+    from dbgfwd.net import websocket
     from tests.support.k8s_ws import OP_CLOSE, ServerWebSocket, accept_key
     from tests.support.tlscert import make_pki
 
     pki = make_pki(tmp_path / "pki")
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
-    wsock._tls_context.cache_clear()
+    websocket._tls_context.cache_clear()
     listener = socket.create_server(("127.0.0.1", 0))
     ctx = pki.server_context()
 
@@ -94,7 +95,7 @@ def wss_echo(tmp_path, monkeypatch):
     yield f"wss://localhost:{listener.getsockname()[1]}/data", served
     listener.close()
     server.join(10)
-    wsock._tls_context.cache_clear()
+    websocket._tls_context.cache_clear()
 
 
 def test_over_wss_one_reader_and_two_writers_share_the_connection(wss_echo):
