@@ -41,13 +41,15 @@ def _tls_context() -> ssl.SSLContext:
 # handshake skips the certificate chain's checks (with TLS 1.3 the server's ticket has come by the time the upgrade
 # is answered). Keyed by the context too: a session is never offered under other TLS settings.
 _sessions: dict[tuple, ssl.SSLSession] = {}
+_sessions_lock = threading.Lock()  # probes connect from a pool of threads
 _MAX_SESSIONS = 64
 
 
 def _keep_session(key: tuple, session: ssl.SSLSession) -> None:
-    if key not in _sessions and len(_sessions) >= _MAX_SESSIONS:
-        _sessions.pop(next(iter(_sessions)))
-    _sessions[key] = session
+    with _sessions_lock:
+        if key not in _sessions and len(_sessions) >= _MAX_SESSIONS:
+            _sessions.pop(next(iter(_sessions)))
+        _sessions[key] = session
 
 
 class WebSocketError(OSError):

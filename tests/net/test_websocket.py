@@ -139,3 +139,14 @@ def test_over_wss_one_reader_and_two_writers_share_the_connection(wss_echo):
     while not served and time.monotonic() < deadline:
         time.sleep(0.01)
     assert served == [200]
+
+
+def test_tls_sessions_kept_for_resuming_are_bounded(monkeypatch):
+    from dbgfwd.net import websocket
+
+    monkeypatch.setattr(websocket, "_sessions", {})
+    for i in range(websocket._MAX_SESSIONS + 10):
+        websocket._keep_session(("ctx", f"host-{i}", 443), object())
+    assert len(websocket._sessions) == websocket._MAX_SESSIONS
+    assert ("ctx", "host-0", 443) not in websocket._sessions  # the oldest went first
+    assert ("ctx", f"host-{websocket._MAX_SESSIONS + 9}", 443) in websocket._sessions
