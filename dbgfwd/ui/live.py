@@ -52,13 +52,14 @@ class LiveView:
                     break
                 continue
             seen = version
+            changed = []
             for r in self._engine.snapshot():
                 key = (r.state, r.planned.local_port, r.planned.remote_port, r.target_name)
                 if last.get(r.planned.rank) != key:
                     last[r.planned.rank] = key
-                    reason = f" ({r.reason})" if r.reason else ""
-                    self.console.info(f"rank {r.planned.rank} {r.target_name}:{r.planned.remote_port} -> "
-                                 f"127.0.0.1:{r.planned.local_port} {r.state.value}{reason}")
+                    changed.append(r)
+            for line in change_lines(changed):
+                self.console.info(line)
             sys.stderr.flush()
             if self._stop.wait(0.5):
                 break
@@ -67,3 +68,28 @@ class LiveView:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=2)
+
+
+GROUP_FROM = 8  # more ranks than this changing to the same state at once are said in one line
+
+
+def change_lines(changed) -> list[str]:
+    """The lines for ranks whose state changed: one per rank, with its ports; when many changed to the same state
+    at once (an attach of 1024 ranks becoming ready), one line for them, their ports being in launch.json and
+    `dbgfwd status`."""
+    from dbgfwd.plan.ranksets import format_ranks
+
+    groups: dict[tuple, list] = {}
+    for r in changed:
+        groups.setdefault((r.state.value, r.reason), []).append(r)
+    lines = []
+    for (state, reason), members in groups.items():
+        why = f" ({reason})" if reason else ""
+        if len(members) > GROUP_FROM:
+            ranks = sorted(r.planned.rank for r in members)
+            lines.append(f"ranks {format_ranks(ranks)} ({len(ranks)}) {state}{why}")
+            continue
+        for r in members:
+            lines.append(f"rank {r.planned.rank} {r.target_name}:{r.planned.remote_port} -> "
+                         f"127.0.0.1:{r.planned.local_port} {state}{why}")
+    return lines
