@@ -8,7 +8,7 @@ import base64
 import socket
 import threading
 
-from tests.support.net import close_listener
+from tests.support.net import close_listener, splice
 
 
 class ConnectProxy:
@@ -69,8 +69,8 @@ class ConnectProxy:
             self._socks.append(upstream)
         self.tunnels.append(target)
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        threading.Thread(target=_splice, args=(upstream, conn), daemon=True).start()
-        _splice(conn, upstream)
+        threading.Thread(target=splice, args=(upstream, conn), daemon=True).start()
+        splice(conn, upstream)
 
     def close(self) -> None:
         close_listener(self._listener)
@@ -82,14 +82,3 @@ class ConnectProxy:
                     pass
                 s.close()
 
-
-def _splice(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    try:
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass

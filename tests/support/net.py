@@ -20,6 +20,19 @@ def close_listener(sock: socket.socket) -> None:
     sock.close()
 
 
+def splice(src, dst) -> None:
+    """Copy `src` to `dst` until `src` ends, then half-close `dst` (either may be a socket or a provider's stream)."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
 def free_base_on(addresses: list[str], count: int, tries: int = 200) -> int:
     """A base port whose `count` ports are free on every one of `addresses` (nodes that are loopback addresses
     of this machine, each listening on the same ports): bind checks, from a port the kernel picks."""

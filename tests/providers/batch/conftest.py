@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from tests.support.batch_world import BatchWorld, moto_server, set_env
+from tests.support.net import splice
 
 
 @pytest.fixture(scope="session")
@@ -28,23 +29,12 @@ def bridge(provider, target, port: int) -> tuple[int, threading.Event]:
     srv = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
-    def pump(src, dst):
-        try:
-            while (data := src.recv(65536)):
-                dst.sendall(data)
-        except OSError:
-            pass
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
     def run():
         conn, _ = srv.accept()
         srv.close()
         stream = provider.open_stream(target, port, 20)
-        a = threading.Thread(target=pump, args=(conn, stream), daemon=True)
-        b = threading.Thread(target=pump, args=(stream, conn), daemon=True)
+        a = threading.Thread(target=splice, args=(conn, stream), daemon=True)
+        b = threading.Thread(target=splice, args=(stream, conn), daemon=True)
         a.start(), b.start()
         a.join(), b.join()
         conn.close(), stream.close()

@@ -135,6 +135,20 @@ def _through_proxy(srv, proxy_url: str) -> None:
     srv.kubeconfig_path.write_text(json.dumps(config))
 
 
+def _probe_and_echo(srv) -> None:
+    """Discovery, a readiness probe and a port-forward round trip to an echo pod: one of each kind of call."""
+    pod = k8s_jobs.echo_pod(srv, "echo-0")
+    p = provider(srv, "echo-0")
+    target = p.discover().targets[0]
+    k8s_jobs.wait_listening(pod, 7000)
+    assert p.probe(target) is not None
+    stream = p.open_stream(target, 7000, 10)
+    stream.sendall(b"through the proxy")
+    assert stream.recv(100) == b"through the proxy"
+    stream.close()
+    p.close()
+
+
 def test_everything_goes_through_the_kubeconfigs_proxy(k8s_tls):
     # proxy-url in the kubeconfig (corporate networks): the API calls, the exec probes and the port-forwards all go
     # through the proxy's CONNECT tunnels, TLS inside them.
@@ -143,16 +157,7 @@ def test_everything_goes_through_the_kubeconfigs_proxy(k8s_tls):
     proxy = ConnectProxy()
     try:
         _through_proxy(k8s_tls, proxy.url)
-        pod = k8s_jobs.echo_pod(k8s_tls, "echo-0")
-        p = provider(k8s_tls, "echo-0")
-        target = p.discover().targets[0]
-        k8s_jobs.wait_listening(pod, 7000)
-        assert p.probe(target) is not None
-        stream = p.open_stream(target, 7000, 10)
-        stream.sendall(b"through the proxy")
-        assert stream.recv(100) == b"through the proxy"
-        stream.close()
-        p.close()
+        _probe_and_echo(k8s_tls)
         api = f"127.0.0.1:{k8s_tls.port}"
         assert len(proxy.tunnels) >= 3 and set(proxy.tunnels) == {api}
         assert k8s_tls.stats.exec == {"echo-0": 1} and k8s_tls.stats.portforward == {"echo-0": 1}
@@ -167,14 +172,7 @@ def test_a_proxy_that_wants_credentials_gets_them_from_the_proxy_url(k8s_tls):
     proxy = ConnectProxy(credentials=("dev@corp", "s3cr:t"))
     try:
         _through_proxy(k8s_tls, f"http://dev%40corp:s3cr%3At@127.0.0.1:{proxy.port}")
-        pod = k8s_jobs.echo_pod(k8s_tls, "echo-0")
-        p = provider(k8s_tls, "echo-0")
-        target = p.discover().targets[0]
-        k8s_jobs.wait_listening(pod, 7000)
-        assert p.probe(target) is not None
-        stream = p.open_stream(target, 7000, 10)
-        stream.close()
-        p.close()
+        _probe_and_echo(k8s_tls)
         assert proxy.refused == [] and len(proxy.tunnels) >= 3
 
         _through_proxy(k8s_tls, f"http://dev%40corp:wrong@127.0.0.1:{proxy.port}")
