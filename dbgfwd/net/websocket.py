@@ -57,10 +57,11 @@ class WebSocketError(OSError):
 
 
 class HandshakeRefused(WebSocketError):
-    """The server answered the upgrade with another status than 101 (its body kept, for its message)."""
+    """The server answered the upgrade with another status than 101 (`status_line` names the server; the body is
+    kept for its message)."""
 
     def __init__(self, status: int, status_line: str, body: bytes):
-        super().__init__(f"websocket upgrade refused: {status_line}")
+        super().__init__(f"websocket upgrade refused by {status_line}")
         self.status, self.status_line, self.body = status, status_line, body
 
 
@@ -130,7 +131,7 @@ class WebSocket:
             if len(status) < 2 or status[1] != "101":
                 code = int(status[1]) if len(status) > 1 and status[1].isdigit() else 0
                 # Only the status line and the body: the URL's query (credentials) is never echoed.
-                raise HandshakeRefused(code, status_line.strip(), _body(sock, got, rest))
+                raise HandshakeRefused(code, f"{host}: {status_line.strip()}", _body(sock, got, rest))
             expect = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
             if got.get("sec-websocket-accept") != expect:
                 raise WebSocketError("websocket upgrade answered with a wrong Sec-WebSocket-Accept")
@@ -189,20 +190,17 @@ class WebSocket:
         except (OSError, EOFError) as exc:
             raise WebSocketError(f"websocket receive failed: {exc}") from None
         if op == OP_CLOSE:
-            try:
-                self.send_frames([encode_frame(OP_CLOSE, payload[:2])])
-            except WebSocketError:
-                pass
-            self.close()
+            self.send_close(frame=encode_frame(OP_CLOSE, payload[:2]))  # the peer's code back, once
+            self.abort()
             code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
             raise WebSocketError(f"websocket closed by peer (code {code})")
         return op, payload
 
     # ---- ending ----
-    def send_close(self, wait: float = _CLOSE_WAIT) -> None:
-        """A close frame, once, if the send lock is free within `wait`: never wait behind a writer stuck on a dead
-        peer (closing must always work; it is what unblocks that writer). The connection stays open for reading
-        the peer's own close frame."""
+    def send_close(self, wait: float = _CLOSE_WAIT, frame: bytes | None = None) -> None:
+        """A close frame (`frame`, else code 1000), once, if the send lock is free within `wait`: never wait behind
+        a writer stuck on a dead peer (closing must always work; it is what unblocks that writer). The connection
+        stays open for reading the peer's own close frame."""
         if not self.lock.acquire(timeout=wait):
             self.closed = True
             return
@@ -212,7 +210,7 @@ class WebSocket:
                 timeout = self._sock.gettimeout()
                 try:
                     self._sock.settimeout(_CLOSE_WAIT)  # the close frame must not wait on a full buffer
-                    self._sock.sendall(close_frame())
+                    self._sock.sendall(frame or close_frame())
                     self._sock.settimeout(timeout)
                 except OSError:
                     pass

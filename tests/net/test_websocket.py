@@ -150,3 +150,18 @@ def test_tls_sessions_kept_for_resuming_are_bounded(monkeypatch):
     assert len(websocket._sessions) == websocket._MAX_SESSIONS
     assert ("ctx", "host-0", 443) not in websocket._sessions  # the oldest went first
     assert ("ctx", f"host-{websocket._MAX_SESSIONS + 9}", 443) in websocket._sessions
+
+
+def test_the_peers_close_is_answered_with_one_close_frame_carrying_its_code():
+    ours, peer = socket.socketpair()
+    ws = WebSocket(ours)
+    peer.sendall(bytes([0x88, 2]) + (4001).to_bytes(2, "big"))  # the server's close, code 4001 (unmasked)
+    with pytest.raises(WebSocketError, match="code 4001"):
+        ws.recv()
+    peer.settimeout(5)
+    got = b""
+    while chunk := peer.recv(64):
+        got += chunk
+    assert got[0] == 0x88 and len(got) == 2 + 4 + 2  # one masked close frame, nothing after it
+    assert bytes(b ^ got[2 + i % 4] for i, b in enumerate(got[6:8])) == (4001).to_bytes(2, "big")
+    peer.close()
