@@ -89,10 +89,14 @@ def attach_to_ready(workdir: Path, count: int, real: bool, idle_seconds: float =
             out["launch_json_s"] = attach.launch_json_s
             out["threads_ready"] = threads_of(attach.proc.pid)
             out["rss_mb_ready"] = rss_mb(attach.proc.pid)
-            if status_runs:
-                out["status"] = command_time([sys.executable, "-m", "dbgfwd", "status", "-w", str(ws)], status_runs)
-            if idle_seconds:
+            status = [sys.executable, "-m", "dbgfwd", "status", "-w", str(ws)]
+            if status_runs:  # while the attach it reads still does its start-up work beside it (2 cores)
+                out["status_starting"] = command_time(status, status_runs)
+            if idle_seconds or status_runs:
                 time.sleep(2.0)  # let launch.json/session writes settle
+            if status_runs:  # the figure: a running attach, as users run `status` beside it
+                out["status"] = command_time(status, status_runs)
+            if idle_seconds:
                 out["idle"] = idle_cost([attach.proc.pid], idle_seconds)
                 out["threads_idle"] = threads_of(attach.proc.pid)
                 out["socat_idle"] = _socat_idle(attach.endpoints(), idle_seconds)
