@@ -226,11 +226,12 @@ class WebSocket:
             pass
         self._sock.close()
 
-    def close(self) -> None:
+    def close(self, wait: float = _CLOSE_WAIT) -> None:
         """Say goodbye when the socket can take it, and end the connection within a second either way: a
         peer that stopped reading leaves a sender blocked in sendall holding the send lock (the close
-        frame is skipped then, and the shutdown wakes that sender with an error)."""
-        self.send_close()
+        frame is skipped then, after `wait`, and the shutdown wakes that sender with an error). No waiting for
+        the peer's own close frame."""
+        self.send_close(wait)
         self.abort()
 
 

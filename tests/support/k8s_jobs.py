@@ -9,6 +9,7 @@ from tests.support import ranks as rank_support
 from tests.support.k8s_server import K8sServer
 
 REPO = str(Path(__file__).resolve().parents[2])
+ENV = {"PYTHONPATH": REPO}  # dbgfwd importable in the pods' processes and the CLI's
 KF = "training.kubeflow.org/"
 
 # A stand-in rank for scale tests: listens on base + local rank and writes a marker, no debugpy.
@@ -107,3 +108,11 @@ def wait_listening(pod, port: int, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"nothing listens on {port} in pod {pod.name}: {pod.runtime.log_text()[-1000:]}")
         time.sleep(0.1)
+
+
+def attach(srv: K8sServer, ws: Path, tmp_path: Path, *args: str):
+    """`dbgfwd attach ARGS` against `srv` (its kubeconfig_path), in workspace `ws`, logged under tmp_path."""
+    from tests.support import cli
+
+    return cli.Background("attach", *args, "--kubeconfig", str(srv.kubeconfig_path), "--workspace", str(ws),
+                          log=tmp_path / "attach.log", env=ENV)

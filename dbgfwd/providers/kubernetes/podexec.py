@@ -84,7 +84,7 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
             if channel in out and len(out[channel]) < MAX_OUTPUT:
                 out[channel] += payload
     finally:
-        _close(ws)
+        ws.close(0.2)  # the command is over, or given up on: no waiting for the server's close frame
     try:
         status = json.loads(bytes(out[STATUS]) or b"{}")
     except ValueError:
@@ -94,12 +94,6 @@ def run(cluster: Cluster, pod: str, container: str | None, command: list[str],
 
 
 STDIN_CHUNK = 32 * 1024
-
-
-def _close(ws) -> None:
-    """Answer (or send) the close frame and end the connection at once: the command is over, or given up on."""
-    ws.send_close(0.2)  # waits at most 0.5 s on a peer that stopped reading
-    ws.abort()  # not waiting for a second close frame from the server
 
 
 def _send_stdin(ws, b64: bool, data: bytes) -> None:

@@ -13,12 +13,8 @@ from tests.support import cli, k8s_jobs, ranks
 from tests.support.dap import DapClient, assert_session_ends, debug_round
 
 REPO = k8s_jobs.REPO
-ENV = {"PYTHONPATH": REPO}
-
-
-def attach(k8s, ws, tmp_path, *args):
-    return cli.Background("attach", *args, "--kubeconfig", str(k8s.kubeconfig_path), "--workspace", str(ws),
-                          log=tmp_path / "attach.log", env=ENV)
+ENV = k8s_jobs.ENV
+attach = k8s_jobs.attach
 
 
 def pod_of(ws, rank):
