@@ -18,7 +18,7 @@ from dbgfwd.providers.kubernetes import KubernetesProvider, wsconnect
 from tests.support import cli, k8s_jobs, ranks
 from tests.support.dap import debug_round
 
-ENV = {"PYTHONPATH": k8s_jobs.REPO}
+ENV = k8s_jobs.ENV
 
 
 def provider(srv, *targets, **options):
@@ -65,6 +65,9 @@ def test_streams_read_and_written_at_once_over_tls_stay_whole(k8s_tls):
         p.keepalive()  # pings from a third thread, as the monitor sends them
     for t in threads:
         t.join(30)
+    # A ping gives up after 50 ms behind a writer (the monitor never waits on a busy stream), and the writer may
+    # have held the lock for every one of those; this one, on the idle stream, goes out.
+    p.keepalive()
     assert not errors
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     resumed = k8s_tls.httpd.tls_resumed
@@ -110,12 +113,14 @@ def test_attach_and_debug_through_an_https_api_server(k8s_tls, tmp_path, port_bl
     # The whole path users have: discovery and watch over HTTPS, readiness through exec, a real DAP exchange
     # (initialize, attach, setBreakpoints, configurationDone, a breakpoint hit, an evaluate) through port-forward.
     program = k8s_jobs.pytorchjob(k8s_tls, "x", "ml", workers=1, ranks_per_pod=2)
+    # Every rank started before the attach: its layout comes from the markers, and an attach that finds one pod's
+    # ranks before the other's has started plans those first (and `wait` is satisfied by them).
+    cli.wait_for(lambda: all(k8s_jobs.rank_markers(p) == 2 for p in k8s_tls.pods.values()), 60,
+                 "every pod's two rank markers")
     ws = tmp_path / "ws"
     ws.mkdir()
     base = port_block(4)
-    bg = cli.Background("attach", "pytorchjob/x", "-n", "ml", "--kubeconfig", str(k8s_tls.kubeconfig_path),
-                        "--workspace", str(ws), "--local-base-port", str(base), log=tmp_path / "attach.log",
-                        env=ENV)
+    bg = k8s_jobs.attach(k8s_tls, ws, tmp_path, "pytorchjob/x", "-n", "ml", "--local-base-port", str(base))
     try:
         cli.wait_ready(ws, 90, bg=bg)
         ports = cli.launch_ports(ws / ".vscode" / "launch.json")
